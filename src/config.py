@@ -129,14 +129,19 @@ def _convert(text: str, tp, name: str):
 def format_help(cls, prog: str | None = None) -> str:
     hints = typing.get_type_hints(cls)
     comments = field_comments(cls)
-    lines = [f"usage: python -m {prog or cls.__module__} [--key=value ...]", ""]
+    if prog is None:
+        prog = cls.__module__
+        if prog == "__main__":  # run as `python -m src.x`: name the module, not __main__
+            spec = getattr(sys.modules["__main__"], "__spec__", None)
+            prog = spec.name if spec else prog
+    lines = [f"usage: python -m {prog} [--key=value ...]", ""]
     if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):
         lines += [inspect.cleandoc(cls.__doc__), ""]
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
         tname = getattr(hints[f.name], "__name__", str(hints[f.name]).replace("typing.", ""))
-        lines.append(f"  --{f.name}={default!s:<14} [{tname}] {comments.get(f.name, '')}")
+        lines.append(f"  {f'--{f.name}={default!s}':<32} [{tname}] {comments.get(f.name, '')}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,200 @@
+"""Build the embedded synthetic mini-competition, offline, in the BHF Kaggle layout.
+
+    python -m src.make_data --preset=demo --seed=0          # what ./run_all.sh uses
+    python -m src.make_data --preset=tiny --root=/tmp/x     # tests: tens of small images, seconds
+    python -m src.make_data --preset=full                   # BHF-sized (~15k/3.2k full-resolution photos), GPU users
+
+Writes under input/ (or --root):
+  ecg-synth-comp/            train.csv (id, MI, AF, HYP, CD, STTC, patient_id), train/<id>.png, test/<id>.png,
+                             sample_submission.csv — the same format as the real competition folder
+  ecg-synth-comp-solution/   solution.csv (id, labels, Usage Public/Private) + meta/<id>.json sidecars; kept outside
+                             the competition folder so nothing in training can see test labels
+  ecg-synth-scans/           Stage I set: labels.csv + images/<id>.png + .json, scan-like renders of *other* signals
+  ecg-synth-roi/             YOLO detection set from photo renders and their free ROI boxes (images/, labels/,
+                             dataset.yaml)
+
+Every image comes from its own synthetic patient (signal), drawn from a random stream keyed by (seed, split, index), so
+an image never depends on how many others are made and the same seed gives the same dataset. Each image has a JSON
+sidecar with that key and every render parameter, enough to regenerate it exactly. Interrupted runs resume: finished
+images are read back from their sidecars instead of being drawn again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import render, synth
+from .config import LABELS, parse_args, paths
+from .utils import imwrite, parallel_map, write_csv, write_json, write_text
+
+# What each preset makes. `demo` is sized so ./run_all.sh finishes in ≤ 15 min on 2 CPU cores: small photos (the
+# model sees a ~256 px high ROI crop anyway), a few hundred training images, a Stage I set twice as large.
+PRESETS = {
+    #        n_train n_test n_scans n_roi  photo (W, H)    scan (W, H)
+    "tiny": dict(n_train=40, n_test=20, n_scans=40, n_roi=24, photo_size=(640, 352), scan_size=(550, 425)),
+    "demo": dict(n_train=600, n_test=300, n_scans=1200, n_roi=160, photo_size=(1152, 640), scan_size=(1100, 850)),
+    "full": dict(n_train=15000, n_test=3200, n_scans=30000, n_roi=2000, photo_size=(3460, 1900),
+                 scan_size=(2200, 1700)),
+}
+SPLIT_CODE = {"train": 1, "test": 2, "scans": 3, "roi": 4}  # separates the random streams of the four sets
+
+
+@dataclasses.dataclass
+class MakeDataConfig:
+    preset: str = "demo"  # tiny | demo | full (sizes above); the n_* / *_size fields below override it
+    seed: int = 0  # dataset seed: same seed, same bytes
+    root: str = ""  # where the four folders go (default: the input/ data root)
+    name: str = "ecg-synth"  # folder prefix: <name>-comp, <name>-comp-solution, <name>-scans, <name>-roi
+    n_train: int = -1  # training photos (-1: preset)
+    n_test: int = -1  # test photos (-1: preset)
+    n_scans: int = -1  # Stage I scan-like images (-1: preset)
+    n_roi: int = -1  # ROI-detector photos (-1: preset)
+    photo_size: tuple[int, ...] = ()  # photo W H (empty: preset)
+    scan_size: tuple[int, ...] = ()  # scan W H (empty: preset)
+    prevalence: str = ""  # label prevalences, e.g. MI=0.25,AF=0.07 (empty: synth's BHF defaults)
+    images_per_patient: int = 1  # >1 puts several photos of one signal in train (shares patient_id)
+    public_fraction: float = 0.3  # share of the test set scored on the Public leaderboard
+    roi_val_fraction: float = 0.2  # share of the ROI set held out for validation
+    workers: int = 0  # processes (0: one per core)
+
+    def resolved(self) -> dict:
+        p = dict(PRESETS[self.preset])
+        for k in ("n_train", "n_test", "n_scans", "n_roi"):
+            if getattr(self, k) >= 0:
+                p[k] = getattr(self, k)
+        for k in ("photo_size", "scan_size"):
+            if getattr(self, k):
+                p[k] = tuple(getattr(self, k))
+        return p
+
+
+def image_id(seed: int, split: str, index: int) -> str:
+    """Opaque, stable ids (like a real competition's): nothing about the label or split leaks through the id."""
+    return hashlib.sha1(f"{seed}/{split}/{index}".encode()).hexdigest()[:12]
+
+
+def _strip_samples(meta: dict) -> dict:
+    """Sidecars keep seeds, parameters and boxes; the per-sample pixel coordinates are regenerated from the seed."""
+    meta = dict(meta)
+    if "leads" in meta:
+        meta["leads"] = [{k: v for k, v in lead.items() if k not in ("x", "y")} for lead in meta["leads"]]
+    return meta
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    split: str  # train | test | scans | roi
+    index: int  # image index within the split
+    patient: int  # signal index within the split (several images may share one in train)
+    image_path: str
+    sidecar_path: str
+    style: str  # scan | photo
+    size: tuple[int, int]
+    seed: int
+    prevalence: str  # as synth.parse_prevalence reads it ('' = defaults)
+
+
+def _make_one(job: _Job) -> dict:
+    sidecar = Path(job.sidecar_path)
+    if sidecar.exists() and Path(job.image_path).exists():
+        return json.loads(sidecar.read_text())["row"]  # resume: already made
+    code = SPLIT_CODE[job.split]
+    signal_rng = np.random.default_rng([job.seed, code, job.patient, 0])
+    image_rng = np.random.default_rng([job.seed, code, job.index, 1])
+    _, subtypes = synth.sample_labels(signal_rng, job.prevalence or None)
+    signal, smeta = synth.synthesize(signal_rng, labels=subtypes)
+    img, rmeta = render.make_image(signal, smeta["fs"], image_rng, style=job.style, size=job.size)
+    # The synthesiser's own record of what it drew is the ground truth (it may add e.g. a secondary ST change).
+    row = {"id": Path(job.image_path).stem, **{k: int(smeta["labels"][k]) for k in LABELS},
+           "patient_id": f"{job.split}-{job.patient}", "subtype": "|".join(subtypes)}
+    imwrite(job.image_path, img)
+    write_json(sidecar, {"row": row, "key": {"seed": job.seed, "split": job.split, "index": job.index,
+                                                "patient": job.patient},
+                         "signal": {k: v for k, v in smeta.items() if k != "leads"}, "render": _strip_samples(rmeta)})
+    return row
+
+
+def _jobs(split: str, n: int, folder_img: Path, folder_meta: Path, style: str, size, cfg: MakeDataConfig,
+          ext: str = ".png", per_patient: int = 1) -> list[_Job]:
+    synth.parse_prevalence(cfg.prevalence or None)  # fail early, before any worker starts, on a bad --prevalence
+    out = []
+    for i in range(n):
+        iid = image_id(cfg.seed, split, i)
+        out.append(_Job(split, i, i // per_patient, str(folder_img / f"{iid}{ext}"), str(folder_meta / f"{iid}.json"),
+                        style, tuple(size), cfg.seed, cfg.prevalence))
+    return out
+
+
+def _run(jobs: list[_Job], cfg: MakeDataConfig, desc: str) -> pd.DataFrame:
+    rows = list(parallel_map(_make_one, jobs, workers=cfg.workers, desc=desc, chunksize=4))
+    order = {Path(j.image_path).stem: k for k, j in enumerate(jobs)}
+    rows.sort(key=lambda r: order[r["id"]])  # parallel results arrive unordered; tables are in index order
+    return pd.DataFrame(rows, columns=["id", *LABELS, "patient_id", "subtype"])
+
+
+def make_competition(cfg: MakeDataConfig, root: Path, p: dict) -> None:
+    comp, sol = root / f"{cfg.name}-comp", root / f"{cfg.name}-comp-solution"
+    train = _run(_jobs("train", p["n_train"], comp / "train", sol / "meta", "photo", p["photo_size"], cfg,
+                       per_patient=cfg.images_per_patient), cfg, "competition train")
+    test = _run(_jobs("test", p["n_test"], comp / "test", sol / "meta", "photo", p["photo_size"], cfg), cfg,
+                "competition test")
+    write_csv(comp / "train.csv", train[["id", *LABELS, "patient_id"]])
+    write_csv(comp / "sample_submission.csv", test[["id"]].assign(**{k: 0.5 for k in LABELS}))
+    usage_rng = np.random.default_rng([cfg.seed, 99])
+    public = usage_rng.random(len(test)) < cfg.public_fraction
+    solution = test[["id", *LABELS]].assign(Usage=np.where(public, "Public", "Private"))
+    write_csv(sol / "solution.csv", solution)
+    write_csv(sol / "test_subtypes.csv", test[["id", "subtype"]])
+    write_text(comp / "README.md", f"Synthetic BHF-style ECG photo competition, made by `python -m src.make_data "
+               f"--preset={cfg.preset} --seed={cfg.seed}`. Hidden test labels: ../{sol.name}/solution.csv\n")
+
+
+def make_scans(cfg: MakeDataConfig, root: Path, p: dict) -> None:
+    d = root / f"{cfg.name}-scans"
+    df = _run(_jobs("scans", p["n_scans"], d / "images", d / "images", "scan", p["scan_size"], cfg), cfg,
+              "stage I scans")
+    write_csv(d / "labels.csv", df)
+
+
+def make_roi(cfg: MakeDataConfig, root: Path, p: dict) -> None:
+    """Photos + their ROI boxes in YOLO format (class 0 = the printed ECG grid area)."""
+    d = root / f"{cfg.name}-roi"
+    n_val = max(1, round(p["n_roi"] * cfg.roi_val_fraction)) if p["n_roi"] > 1 else 0
+    jobs = []
+    for i, j in enumerate(_jobs("roi", p["n_roi"], d / "images" / "train", d / "meta", "photo", p["photo_size"], cfg,
+                                ext=".jpg")):
+        if i < n_val:
+            j = dataclasses.replace(j, image_path=j.image_path.replace("/images/train/", "/images/val/"))
+        jobs.append(j)
+    _run(jobs, cfg, "roi set")
+    for j in jobs:  # labels from the sidecars: cheap, and correct on resume too
+        meta = json.loads(Path(j.sidecar_path).read_text())["render"]
+        w, h = meta["size"]
+        x0, y0, x1, y1 = meta["roi_box"]
+        x0, x1 = np.clip([x0, x1], 0, w)
+        y0, y1 = np.clip([y0, y1], 0, h)
+        label = Path(j.image_path.replace("/images/", "/labels/")).with_suffix(".txt")
+        write_text(label, f"0 {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}\n")
+    write_text(d / "dataset.yaml", f"path: {d.resolve()}\ntrain: images/train\nval: images/val\nnames:\n  0: ecg\n")
+
+
+def main(argv=None) -> None:
+    cfg = parse_args(MakeDataConfig, argv)
+    if cfg.preset not in PRESETS:
+        raise SystemExit(f"--preset must be one of {', '.join(PRESETS)}")
+    root = Path(cfg.root) if cfg.root else paths().input
+    p = cfg.resolved()
+    make_competition(cfg, root, p)
+    make_scans(cfg, root, p)
+    make_roi(cfg, root, p)
+    print(f"[make_data] preset={cfg.preset} seed={cfg.seed}: {p['n_train']} train + {p['n_test']} test photos, "
+          f"{p['n_scans']} scans, {p['n_roi']} ROI photos -> {root}/{cfg.name}-*")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The config helper, path resolution, the small utilities, and the README's set-up promise."""
+import dataclasses
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src import config, utils
+from src.config import REPO, parse_args
+
+
+@dataclasses.dataclass
+class Demo:
+    lr: float = 1e-4  # learning rate
+    epochs: int = 3  # passes over the data
+    amp: bool = False  # mixed precision
+    size: tuple[int, ...] = (256, 512)  # H W
+    name: str | None = None  # run name
+    out: Path = Path("x")  # output folder
+
+
+def test_parse_args_types_and_forms():
+    c = parse_args(Demo, ["--lr=3e-4", "--epochs", "7", "--amp", "--size=128,64", "--name=none", "--out=/tmp/a"])
+    assert c == Demo(lr=3e-4, epochs=7, amp=True, size=(128, 64), name=None, out=Path("/tmp/a"))
+    assert parse_args(Demo, ["--amp=false"]).amp is False
+    assert parse_args(Demo, ["--size", "32 16"]).size == (32, 16)
+
+
+def test_unknown_key_is_an_error_with_suggestion():
+    with pytest.raises(SystemExit, match=r"unknown option --epoch .*--epochs"):
+        parse_args(Demo, ["--epoch=3"])
+    with pytest.raises(SystemExit, match="cannot read"):
+        parse_args(Demo, ["--epochs=three"])
+    with pytest.raises(SystemExit, match="unexpected argument"):
+        parse_args(Demo, ["stray"])
+
+
+def test_help_lists_every_field_with_its_comment(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_args(Demo, ["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(Demo):
+        assert f"--{f.name}=" in out
+    assert "learning rate" in out and "passes over the data" in out
+
+
+def test_config_dict_round_trip():
+    c = Demo(size=(1, 2), out=Path("p"))
+    assert config.config_from_dict(Demo, config.config_dict(c)) == c
+    with pytest.raises(ValueError, match="unknown keys"):
+        config.config_from_dict(Demo, {"bogus": 1})
+
+
+def test_paths_local_and_simulated_kaggle(monkeypatch, tmp_path):
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    monkeypatch.delenv("ECGKA_KAGGLE_ROOT", raising=False)
+    p = config.paths()
+    assert p.input == REPO / "input" and p.outputs == REPO / "outputs"
+    monkeypatch.setenv("ECGKA_KAGGLE_ROOT", str(tmp_path))
+    p = config.paths()
+    assert p.outputs == tmp_path / "working" / "outputs"
+    assert p.read_inputs == (tmp_path / "working" / "input", tmp_path / "input")
+    (tmp_path / "input" / "some-set").mkdir(parents=True)
+    assert config.find_input("some-set") == tmp_path / "input" / "some-set"
+    with pytest.raises(FileNotFoundError, match="make_data"):
+        config.find_input("missing-set")
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "a.txt"
+    utils.write_text(target, "old")
+    with pytest.raises(RuntimeError):
+        with utils.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_imread_round_trip_and_clear_errors(tmp_path):
+    img = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    utils.imwrite(tmp_path / "x.png", img)
+    assert np.array_equal(utils.imread(tmp_path / "x.png"), img)
+    utils.imwrite(tmp_path / "y.jpg", img, quality=90)
+    data = (tmp_path / "y.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.png").write_bytes(b"not an image at all")
+    png = (tmp_path / "x.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(png[: len(png) - 20])
+    for name in ("cut.jpg", "junk.png", "cut.png", "absent.png"):
+        with pytest.raises(utils.ImageReadError, match=re.escape(name)):
+            utils.imread(tmp_path / name)
+
+
+def test_parallel_map_matches_serial():
+    serial = sorted(utils.parallel_map(abs, range(-20, 20), workers=1))
+    parallel = sorted(utils.parallel_map(abs, range(-20, 20), workers=2))
+    assert serial == parallel == sorted(abs(i) for i in range(-20, 20))
+
+
+def test_prepare_run_dir(tmp_path):
+    d = utils.prepare_run_dir(tmp_path / "run", Demo())
+    assert "lr: 0.0001" in (d / "config.yaml").read_text()
+    assert re.match(r"^([0-9a-f]{40}|unknown)", (d / "git.txt").read_text())
+
+
+def _readme_commands():
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"```(?:bash|sh)?\n(.*?)```", text, re.S).group(1)
+    return [c for c in (line.split("#")[0].strip() for line in block.splitlines()) if c]
+
+
+def test_readme_first_commands_are_the_ones_ci_and_run_all_use():
+    cmds = _readme_commands()
+    assert cmds[:2] == ["./run_all.sh", "./run_all.sh test"]
+    ci = [line.strip() for line in (REPO / ".ci/run").read_text().splitlines()
+          if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
+    assert ci == [cmds[1]]
+    script = (REPO / "run_all.sh").read_text()
+    assert re.search(r'if \[\[ "\$\{1:-\}" == "test" \]\]', script)
+    assert "-m pytest" in script and "setup_venv" in script
+
+
+def test_stage_help_runs_for_every_stage():
+    """Every `python -m src.<stage> --help` prints its options (imports work, config has comments)."""
+    stages = [p.stem for p in (REPO / "src").glob("*.py")
+              if "parse_args(" in p.read_text() and p.stem not in ("config",)]
+    assert stages
+    for s in stages:
+        r = subprocess.run([sys.executable, "-m", f"src.{s}", "--help"], cwd=REPO, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, (s, r.stderr[-2000:])
+        assert "--" in r.stdout, s
