@@ -41,5 +41,74 @@ if [[ "${1:-}" == "test" ]]; then
 fi
 
 setup_venv
-echo "[run_all] pipeline not wired yet" >&2
-exit 1
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings (environment variables). Defaults: the embedded synthetic `demo` competition, sized for a 2-core CPU box
+# (≤ 15 min); DEBUG=1 is the same pipeline at toy size (the smoke test). On a GPU, raise ARCH/SIZE/EPOCHS toward
+# the paper's (convnext_base, 30-50 epochs) or use the Kaggle kernels.
+# ---------------------------------------------------------------------------------------------------------------
+DEBUG=${DEBUG:-0}
+if [[ "$DEBUG" == 1 ]]; then
+  PRESET=tiny; SYNTH=${SYNTH:-ecg-synth-tiny}; RUN=${RUN:-debug}; ARCH=${ARCH:-convnext_atto}; SIZE=${SIZE:-64,128}
+  EPOCHS1=${EPOCHS1:-1}; EPOCHS2=${EPOCHS2:-1}; ROI_EPOCHS=${ROI_EPOCHS:-1}; ROI_IMGSZ=${ROI_IMGSZ:-128}
+  BATCH=${BATCH:-8}
+else
+  PRESET=${PRESET:-demo}; SYNTH=${SYNTH:-ecg-synth}; RUN=${RUN:-demo}; ARCH=${ARCH:-convnext_atto}
+  SIZE=${SIZE:-192,384}; EPOCHS1=${EPOCHS1:-4}; EPOCHS2=${EPOCHS2:-3}; ROI_EPOCHS=${ROI_EPOCHS:-10}
+  ROI_IMGSZ=${ROI_IMGSZ:-320}; BATCH=${BATCH:-32}
+fi
+COMP=${COMP:-$SYNTH-comp}          # competition folder under input/ (e.g. the real BHF one, see README "Real data")
+SCANS=${SCANS:-$SYNTH-scans}       # Stage I scan-like set (images/ + labels.csv)
+ROISET=${ROISET:-$SYNTH-roi}       # YOLO set for the ROI detector
+SEED=${SEED:-0}
+NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+IN=input; OUT=outputs
+step() { echo; echo "=== [run_all] $*"; }
+py() { "$PY" -m "$@"; }
+
+# 1. Data: the embedded synthetic competition unless the competition folder is already there (real data).
+if [[ "$COMP" == "$SYNTH-comp" ]]; then
+  step "data: synthetic preset=$PRESET -> $IN/$SYNTH-*"
+  py src.make_data --preset="$PRESET" --seed="$SEED" --name="$SYNTH"
+fi
+[[ -f "$IN/$COMP/train.csv" ]] || { echo "no $IN/$COMP/train.csv: see README 'Real data'" >&2; exit 1; }
+
+# 2. Folds: multilabel-stratified, grouped by patient; written once.
+step "folds -> $IN/$COMP-folds/folds.csv"
+py src.folds --train_csv="$IN/$COMP/train.csv" --n_folds=5 --seed=42
+
+# 3. ROI detector (YOLO) on the synthetic photos' free boxes; skipped when trained.
+ROI_W="$OUT/roi/$RUN-yolo/best.pt"
+step "ROI detector -> $ROI_W"
+[[ -f "$ROI_W" ]] || py src.roi train --data="$IN/$ROISET/dataset.yaml" --epochs="$ROI_EPOCHS" --imgsz="$ROI_IMGSZ" \
+  --name="$RUN-yolo"
+
+# 4. Preprocess (ROI crop + CLAHE, the paper's choice) into caches; resumable.
+step "preprocess -> $IN/$COMP-cache, $IN/$SCANS-cache"
+py src.preprocess --src="$IN/$COMP/train.csv" --dst="$IN/$COMP-cache-$RUN" --size="$SIZE" --roi_weights="$ROI_W"
+py src.preprocess --src="$IN/$SCANS/images" --dst="$IN/$SCANS-cache-$RUN" --size="$SIZE" --roi_weights="$ROI_W"
+
+# 5. Stage I: morphology from scan-like images.
+LAUNCH=(-m); [[ "$NGPU" -gt 1 ]] && LAUNCH=(-m torch.distributed.run --standalone --nproc_per_node="$NGPU" -m)
+step "Stage I -> $OUT/pretrain/$RUN-stage1"
+"$PY" "${LAUNCH[@]}" src.pretrain --sources="$IN/$SCANS-cache-$RUN:$IN/$SCANS/labels.csv" --arch="$ARCH" \
+  --epochs="$EPOCHS1" --batch_size="$BATCH" --name="$RUN-stage1" --resume
+
+# 6. Stage II: 5 folds on the competition photos, from the Stage I weights.
+step "Stage II -> $OUT/train/$RUN-stage2"
+"$PY" "${LAUNCH[@]}" src.train --fold=all --cache="$IN/$COMP-cache-$RUN" --train_csv="$IN/$COMP/train.csv" \
+  --folds_csv="$IN/$COMP-folds/folds.csv" --init="$OUT/pretrain/$RUN-stage1/best.pt" --arch="$ARCH" \
+  --epochs="$EPOCHS2" --batch_size="$BATCH" --name="$RUN-stage2" --resume
+
+# 7. Inference: hard vote of the five folds.
+SUB="submissions/$RUN-submission.csv"
+step "infer (hard vote) -> $SUB"
+py src.infer --run="$OUT/train/$RUN-stage2" --vote=hard --out="$SUB"
+
+# 8. Score against the hidden solution when there is one (the synthetic competition has it).
+SOL="$IN/$COMP-solution/solution.csv"
+if [[ -f "$SOL" ]]; then
+  step "score -> $OUT/score/$RUN.json"
+  py src.score --submission="$SUB" --solution="$SOL" --out="$OUT/score/$RUN.json"
+fi
+echo; echo "[run_all] done: submission $SUB"

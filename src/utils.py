@@ -21,6 +21,10 @@ from .config import REPO, config_dict
 # ----------------------------------------------------------------------------------------------------------------
 # Atomic writes: temp file in the same folder, then os.replace, so a killed process never leaves half a file.
 # ----------------------------------------------------------------------------------------------------------------
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yields a temporary path beside `path`; renamed onto `path` only if the block succeeds."""
@@ -30,6 +34,7 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the permissions open() would
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -80,7 +85,7 @@ class ImageReadError(IOError):
     pass
 
 
-def _looks_truncated(data: bytes, suffix: str) -> bool:
+def looks_truncated(data: bytes, suffix: str) -> bool:
     # OpenCV decodes a truncated JPEG into a half-grey image with only a warning; check the end markers ourselves.
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return b"IEND" not in data[-32:]
@@ -97,7 +102,7 @@ def imread(path: str | Path) -> np.ndarray:
         data = path.read_bytes()
     except OSError as e:
         raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from None
-    if not data or _looks_truncated(data, path.suffix.lower()):
+    if not data or looks_truncated(data, path.suffix.lower()):
         raise ImageReadError(f"{path}: empty or truncated image file; re-copy or re-download it")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
@@ -184,21 +189,24 @@ def parallel_map(fn: Callable, items: Iterable, workers: int = 0, desc: str = ""
                 yield fn(it)
                 bar.update()
             return
-        with get_context("fork").Pool(workers, initializer=_single_thread) as pool:
-            for r in pool.imap_unordered(fn, items, chunksize=chunksize):
-                yield r
-                bar.update()
+        import cv2
+        # OpenCV's thread pool does not survive fork: a child calling cv2.setNumThreads would wait forever on threads
+        # that are not there. So the parent drops to one OpenCV thread before forking and restores it afterwards.
+        cv2_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            with get_context("fork").Pool(workers, initializer=_single_thread) as pool:
+                for r in pool.imap_unordered(fn, items, chunksize=chunksize):
+                    yield r
+                    bar.update()
+        finally:
+            cv2.setNumThreads(cv2_threads)
     finally:
         bar.close()
 
 
 def _single_thread() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        import cv2
-        cv2.setNumThreads(1)
-    except ImportError:
-        pass
     try:
         import torch
         torch.set_num_threads(1)

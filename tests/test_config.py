@@ -1,5 +1,6 @@
 """The config helper, path resolution, the small utilities, and the README's set-up promise."""
 import dataclasses
+import os
 import re
 import subprocess
 import sys
@@ -135,3 +136,28 @@ def test_stage_help_runs_for_every_stage():
                            timeout=120)
         assert r.returncode == 0, (s, r.stderr[-2000:])
         assert "--" in r.stdout, s
+
+
+def test_parallel_work_after_opencv_threads_does_not_hang(tmp_path):
+    """Forking while OpenCV's idle worker threads exist used to hang the children for ever (in cv2.setNumThreads);
+    run in a subprocess so a regression fails on the timeout instead of hanging the suite."""
+    import signal
+    import subprocess
+    import sys
+    script = (
+        "import time, numpy as np, cv2\n"
+        "from src.utils import parallel_map\n"
+        "img = np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), np.uint8)\n"
+        "for _ in range(3): cv2.GaussianBlur(cv2.resize(img, (1200, 900)), (5, 5), 0)\n"
+        "time.sleep(2)  # the pool threads go from spinning to waiting on a condition variable\n"
+        "print(sorted(parallel_map(abs, [-1, -2, -3, -4], workers=2)), cv2.getNumThreads())\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the hung pool workers too
+        proc.communicate()
+        pytest.fail("parallel map after OpenCV use hung (forked workers stuck in cv2)")
+    assert proc.returncode == 0, err[-2000:]
+    assert out.split("]")[0] == "[1, 2, 3, 4"

@@ -1,0 +1,22 @@
+"""Kaggle kernel, inference: preprocess the test photos exactly as training did, hard-vote the five fold models,
+write /kaggle/working/submission.csv. Runs with the internet off (code competitions).
+
+Attach: `ecgka-bundle`, the competition, and the Stage II output (`ecgka-stage2`, plus `ecgka-stage1` for the ROI
+detector it refers to).
+"""
+import os
+import subprocess
+import sys
+
+E = os.environ.get
+KIT = os.path.join(E("ECGKA_BUNDLE", "/kaggle/input/ecgka-bundle"), "ecgka")  # the bundle's copy of the kit
+COMP, RUN = E("ECGKA_COMP", "bhf-data-science-centre-ecg-challenge"), E("ECGKA_RUN", "/kaggle/input/ecgka-stage2/outputs/train/stage2")
+
+
+def kit(*args):  # one `python -m src.<stage>` of the kit, run from /kaggle/working
+    subprocess.run([sys.executable, "-m", *args], env={**os.environ, "PYTHONPATH": KIT}, check=True)
+
+
+kit("src.bundle", "install")
+kit("src.infer", f"--run={RUN}", "--vote=hard", f"--test_dir={COMP}/test",
+    f"--sample_submission={COMP}/sample_submission.csv", "--out=submission.csv")

@@ -1,0 +1,284 @@
+"""Datasets over a preprocessed cache, label tables, augmentation presets and the epoch sampler.
+
+A cache (written by src.preprocess) is `<cache>/images/<id>.png` at model input size plus `<cache>/index.csv`
+(id, cache_path, status ok|skipped, ...) and `<cache>/preprocess.yaml`. A label table has `id` and one float column
+per label (1/0, NaN = unknown for that source, masked out of the loss and metrics).
+
+Design choices (why):
+- The dataset returns uint8 CHW tensors; normalisation happens on the device (src.engine.to_input) so the loader
+  moves 4x fewer bytes and does no float maths on the CPU, which is the bottleneck on Kaggle's 4-core T4 machines.
+- Augmentation randomness is seeded per sample from (seed, epoch, index), so an epoch's images do not depend on the
+  number of loader workers or DDP ranks, and a resumed run sees exactly the images an uninterrupted one would.
+- One sampler (ShardedSampler) for every case: uniform or weighted (multi-source Stage I), one process or DDP; the
+  DistributedSampler semantics (set_epoch, rank-strided shards, padding for training only) plus weights.
+- A cache image that cannot be read becomes a blank image with all-NaN labels: zero loss, never a dead run.
+"""
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .config import LABELS
+from .utils import ImageReadError, imread
+
+META_COLUMNS = {"id", "path", "patient_id", "fold", "strat_fold", "cache_path", "status", "error", "Usage", "source",
+                "box", "quad", "fallback", "split", "seed"}
+AUG_PRESETS = ("none", "light", "medium", "strong")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------------------------
+def read_label_table(path: str | Path, labels: Sequence[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """(DataFrame[id, labels..., (patient_id)], label names). Without `labels`: LABELS that are present, then any
+    other 0/1/NaN column not known as metadata. Listed labels absent from the file become NaN (unknown)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label table {path} not found")
+    df = pd.read_csv(path, dtype={"id": str, "patient_id": str})
+    if "id" not in df.columns:
+        raise ValueError(f"{path}: no 'id' column (columns: {list(df.columns)})")
+    if df["id"].duplicated().any():
+        raise ValueError(f"{path}: duplicate ids, e.g. {df.loc[df['id'].duplicated(), 'id'].iloc[0]!r}")
+    if labels is None:
+        def binary(c):
+            v = pd.to_numeric(df[c], errors="coerce")
+            return v.notna().sum() == df[c].notna().sum() and set(v.dropna().unique()) <= {0, 1}
+        labels = [c for c in LABELS if c in df.columns]
+        labels += [c for c in df.columns if c not in META_COLUMNS and c not in labels and binary(c)]
+        if not labels:
+            raise ValueError(f"{path}: no label columns found (expected some of {LABELS})")
+    out = df[["id"] + (["patient_id"] if "patient_id" in df.columns else [])].copy()
+    for c in labels:
+        v = pd.to_numeric(df[c], errors="coerce") if c in df.columns else pd.Series(np.nan, index=df.index)
+        if not set(v.dropna().unique()) <= {0, 1}:
+            raise ValueError(f"{path}: column {c!r} must hold 0/1 (or empty = unknown)")
+        out[c] = v.astype(float)
+    return out, list(labels)
+
+
+def read_competition_table(train_csv: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """The target competition's training labels; label columns follow sample_submission.csv when it is beside."""
+    train_csv = Path(train_csv)
+    sample = train_csv.parent / "sample_submission.csv"
+    if train_csv.name == "train.csv" and sample.is_file():
+        try:
+            from .sources import read_competition  # the data layer's reader when present (one reader per format)
+        except ImportError:
+            read_competition = None
+        if read_competition is not None:
+            train_df, _, cols = read_competition(train_csv.parent)
+            keep = ["id"] + (["patient_id"] if "patient_id" in train_df.columns else []) + list(cols)
+            return train_df[keep].astype({c: float for c in cols}), list(cols)
+        cols = [c for c in pd.read_csv(sample, nrows=0).columns if c != "id"]
+        return read_label_table(train_csv, cols)
+    return read_label_table(train_csv)
+
+
+def read_cache(cache_dir: str | Path) -> pd.DataFrame:
+    """DataFrame[id, file] of the cache's usable images (status ok), via src.preprocess's index reader."""
+    from .preprocess import read_cache as read_index
+    cache_dir = Path(cache_dir)
+    if not (cache_dir / "index.csv").is_file():
+        shards = sorted(p.name for p in cache_dir.glob("index_shard*of*.csv"))
+        fix = (f"join its shards first: `python -m src.preprocess merge --dst={cache_dir}` (found {shards[:3]})"
+               if shards else f"build it first: `python -m src.preprocess --src=<images> --dst={cache_dir}`")
+        raise FileNotFoundError(f"{cache_dir / 'index.csv'} not found: {fix}")
+    idx = read_index(cache_dir)
+    return pd.DataFrame({"id": idx["id"].astype(str).to_numpy(), "file": idx["path"].to_numpy()})
+
+
+def join_cache(table: pd.DataFrame, cache_dir: str | Path, what: str = "") -> pd.DataFrame:
+    """Labels joined to cached images; rows without a usable image are dropped and counted (never silently)."""
+    cache = read_cache(cache_dir)
+    out = table.merge(cache, on="id", how="inner")
+    exists = np.array([Path(f).is_file() for f in out["file"]], dtype=bool)
+    n_missing, n_gone = len(table) - len(out), int((~exists).sum())
+    if n_missing or n_gone:
+        print(f"[data] {what or cache_dir}: {n_missing} labelled ids have no usable cache image (skipped by "
+              f"preprocess or not built), {n_gone} cache files missing on disk; using {int(exists.sum())}",
+              file=sys.stderr)
+    out = out[exists].reset_index(drop=True)
+    if out.empty:
+        raise ValueError(f"no labelled images in cache {cache_dir} ({what}): do the ids of the label table match "
+                         f"the cache's index.csv?")
+    return out
+
+
+def holdout_split(df: pd.DataFrame, frac: float, seed: int, group_col: str = "patient_id") -> np.ndarray:
+    """Boolean mask of a random validation part of ~frac, whole groups at a time (no patient on both sides)."""
+    ids = df["id"].astype(str)
+    groups = (df[group_col].astype(str).where(df[group_col].notna(), "id:" + ids) if group_col in df.columns
+              else ids).to_numpy()  # a row without a group is its own group
+    uniq = np.unique(groups)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(uniq)
+    sizes = pd.Series(groups).value_counts()
+    take, n = [], 0
+    for g in uniq:
+        if n >= frac * len(df):
+            break
+        take.append(g)
+        n += int(sizes[g])
+    return np.isin(groups, take)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Augmentation (albumentations 2.x argument names; a test builds every preset with warnings as errors)
+# ----------------------------------------------------------------------------------------------------------------
+def build_transform(preset: str = "medium"):
+    """The paper's augmentations (rotation, elastic, perspective, brightness/contrast, shadows) at a strength.
+
+    Images are already at model input size, so every geometric transform keeps the size; borders are filled white
+    like ECG paper. Returns None for "none".
+    """
+    import albumentations as A
+    import cv2
+    if preset not in AUG_PRESETS:
+        raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {AUG_PRESETS}")
+    if preset == "none":
+        return None
+    s = {"light": 0.5, "medium": 1.0, "strong": 1.6}[preset]
+    white = dict(border_mode=cv2.BORDER_CONSTANT, fill=255)
+    ts = [
+        A.Affine(rotate=(-4 * s, 4 * s), scale=(1 - 0.05 * s, 1 + 0.05 * s),
+                 translate_percent={"x": (-0.02 * s, 0.02 * s), "y": (-0.03 * s, 0.03 * s)}, p=0.7, **white),
+        A.Perspective(scale=(0.01 * s, 0.04 * s), keep_size=True, p=0.4, **white),
+        A.ElasticTransform(alpha=20 * s, sigma=8, p=0.25 * s, **white),
+        A.RandomBrightnessContrast(brightness_limit=0.15 * s, contrast_limit=0.15 * s, p=0.6),
+        A.RandomShadow(shadow_roi=(0, 0, 1, 1), num_shadows_limit=(1, 2), shadow_dimension=5,
+                       shadow_intensity_range=(0.1 * s, 0.3 * s), p=0.25 * s),
+    ]
+    if preset == "strong":  # camera artefacts on top: sensor noise and JPEG re-compression
+        ts += [A.GaussNoise(std_range=(0.01, 0.05), p=0.3), A.ImageCompression(quality_range=(50, 95), p=0.3)]
+    return A.Compose(ts)
+
+
+def reseed(transform, seed: Sequence[int]) -> None:
+    """Seeds every transform from its own child stream (albumentations' set_random_seed gives all one stream, so
+    transforms with the same p would fire together)."""
+    ss = np.random.SeedSequence(list(seed))
+
+    def walk(t, seq):
+        s = int(seq.generate_state(1)[0])
+        t.random_generator = np.random.default_rng(s)
+        t.py_random = random.Random(s)
+        children = getattr(t, "transforms", None) or []
+        for c, cs in zip(children, seq.spawn(len(children))):
+            walk(c, cs)
+
+    walk(transform, ss)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Dataset and sampler
+# ----------------------------------------------------------------------------------------------------------------
+class CacheDataset:
+    """Items: (uint8 image [3, H, W], float32 labels [C] with NaN = unknown, row index)."""
+
+    def __init__(self, files: Sequence[str], targets: np.ndarray, transform=None, seed: int = 0,
+                 size: tuple[int, int] | None = None):
+        self.files = list(files)
+        self.targets = np.asarray(targets, dtype=np.float32).reshape(len(self.files), -1)
+        self.transform, self.seed, self.epoch = transform, int(seed), 0
+        self.size = tuple(size) if size else tuple(imread(self.files[0]).shape[:2])  # (H, W) of the cache
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before iterating (loader workers are re-created per epoch and take this copy)."""
+        self.epoch = int(epoch)
+
+    def load(self, i: int) -> tuple[np.ndarray, bool]:
+        try:
+            img = imread(self.files[i])
+            if img.shape[:2] != self.size:
+                raise ImageReadError(f"{self.files[i]}: size {img.shape[:2]} differs from the cache's {self.size}; "
+                                     f"rebuild the cache at one size")
+            return img, True
+        except ImageReadError as e:
+            print(f"[data] WARNING {e}; using a blank image with unknown labels", file=sys.stderr)
+            return np.full((*self.size, 3), 255, np.uint8), False
+
+    def __getitem__(self, i: int):
+        import torch
+        img, ok = self.load(i)
+        if self.transform is not None:
+            reseed(self.transform, (self.seed, self.epoch, i))
+            img = self.transform(image=img)["image"]
+        y = self.targets[i] if ok else np.full_like(self.targets[i], np.nan)
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), torch.from_numpy(y.copy()), i
+
+
+class ShardedSampler:
+    """Index order for one epoch, sharded over DDP ranks (rank r takes every world-th index).
+
+    weights: per-row sampling weights (drawn with replacement, `num_samples` per epoch), else a permutation (or the
+    identity when shuffle=False). pad=True (training) repeats indices so all ranks get equal counts, as
+    DistributedSampler does; pad=False (validation) never duplicates, so every row is seen exactly once overall.
+    """
+
+    def __init__(self, n: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world: int = 1,
+                 weights: Sequence[float] | None = None, num_samples: int = 0, pad: bool = True):
+        self.n, self.shuffle, self.seed, self.rank, self.world = n, shuffle, int(seed), rank, world
+        self.weights = None if weights is None else np.asarray(weights, dtype=float)
+        self.num_samples = int(num_samples) or n
+        self.pad, self.epoch = pad, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def indices(self) -> list[int]:
+        import torch
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+        if self.weights is not None:
+            idx = torch.multinomial(torch.as_tensor(self.weights), self.num_samples, replacement=True, generator=g)
+        elif self.shuffle:
+            idx = torch.randperm(self.n, generator=g)
+        else:
+            idx = torch.arange(self.n)
+        idx = idx.tolist()
+        if self.pad and self.world > 1 and len(idx) % self.world:
+            idx += idx[: self.world - len(idx) % self.world]
+        return idx[self.rank::self.world]
+
+    def __iter__(self):
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        total = self.num_samples if self.weights is not None else self.n
+        if self.pad:
+            return -(-total // self.world)
+        return len(range(self.rank, total, self.world))
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Each loader worker gets its own numpy/python seed (from torch's per-worker seed). torch already runs workers
+    with one thread; OpenCV's thread count is set to 1 in the parent before forking (see make_loader)."""
+    import torch
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def make_loader(ds: CacheDataset, sampler: ShardedSampler, batch_size: int, workers: int, train: bool,
+                seed: int = 0, pin_memory: bool = False):
+    import cv2
+    import torch
+    from torch.utils.data import DataLoader
+    if workers > 0:
+        # Forked workers inherit OpenCV's thread setting; n workers should use n cores, not n x cores. It must be set
+        # here, in the parent: cv2.setNumThreads() inside a forked child whose parent already ran OpenCV's thread
+        # pool waits forever on threads that did not survive the fork (measured: a hung worker).
+        cv2.setNumThreads(1)
+    # drop the ragged last batch in training when there is a full one (batch-norm backbones fail on a batch of 1)
+    drop_last = train and len(sampler) >= batch_size
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
+                      pin_memory=pin_memory, worker_init_fn=_seed_worker, persistent_workers=False,
+                      generator=torch.Generator().manual_seed(seed), prefetch_factor=4 if workers else None)

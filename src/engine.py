@@ -1,0 +1,500 @@
+"""The one training engine both stages use: runtime (device, DDP, AMP), loss, optimiser and schedule, the epoch
+loops, checkpoints, logs and the `fit()` loop with early stopping and exact resume.
+
+Choices (why):
+- AMP, one code path: CUDA with bf16 hardware (compute capability >= 8) -> bf16 autocast, no scaler; older GPUs
+  (Kaggle's T4) -> fp16 autocast + GradScaler; CPU -> fp32 (the scaler object exists but is disabled, so the same
+  calls run everywhere). torch's is_bf16_supported() says True on a T4 (emulation), hence the capability test.
+- DDP: started from the torchrun environment (utils.dist_env). Training batches come from data.ShardedSampler (padded
+  like DistributedSampler). Validation: every rank predicts its own disjoint, unpadded shard with the unwrapped model
+  (no collectives inside, so unequal shard lengths are fine), then (row index, logits) are all-gathered and each row
+  is kept once. All ranks compute the same metrics, so early stopping agrees without another broadcast, the work is
+  split across GPUs, and no padding duplicate can bias the AUROC (the count is checked against the set's size).
+- `batch_size` is the images per optimizer step over all ranks and accumulation steps (the paper's 32), so a
+  1-GPU, 2-GPU or accumulated run follow the same recipe; micro-batch = batch_size / (ranks x accum_steps).
+- Resume is exact at epoch boundaries: last.pt holds model, optimizer, scheduler, scaler, EMA, early-stopping state,
+  history and every RNG state (per rank); samplers and augmentation are seeded from (seed, epoch), not from state.
+- best.pt holds the weights that were validated (the EMA copy when EMA is on) and no optimizer: it is for inference.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .config import config_dict
+from .data import ShardedSampler, make_loader
+from .model import load_checkpoint
+from .score import macro_auroc, per_class_auroc
+from .utils import dist_env, set_threads, torch_save, write_csv, write_text
+
+
+@dataclasses.dataclass
+class FitConfig:
+    """Recipe shared by Stage I (src.pretrain) and Stage II (src.train); defaults are the paper's."""
+    arch: str = "convnext_base"  # timm backbone (paper: ConvNeXt-Base, ImageNet-22k weights via --pretrained)
+    pretrained: str = ""  # local timm weights file (.pth/.bin/.safetensors) for the backbone; empty: random init
+    drop_rate: float = 0.2  # dropout before the classifier head (paper: 0.2)
+    drop_path_rate: float = 0.0  # stochastic depth rate inside the backbone (0 = off)
+    epochs: int = 30  # maximum epochs
+    batch_size: int = 32  # images per optimizer step over all ranks and accumulation steps (paper: 32)
+    accum_steps: int = 1  # micro-batches accumulated per optimizer step (trades memory for time)
+    lr: float = 1e-4  # AdamW peak learning rate (paper: 1e-4)
+    weight_decay: float = 1e-2  # AdamW weight decay; norms and biases are not decayed
+    warmup_epochs: float = 1.0  # linear warm-up length, then cosine decay, stepped per optimizer step
+    min_lr_ratio: float = 0.01  # cosine floor as a fraction of lr
+    patience: int = 5  # early stopping: epochs without a better val macro-AUROC (0 = never stop early)
+    clip_grad: float = 1.0  # max gradient L2 norm (0 = no clipping)
+    ema_decay: float = 0.0  # EMA of weights per step, e.g. 0.999 (0 = off); validation and best.pt use the EMA
+    pos_weight: str = "inverse"  # BCE positive weights: inverse (n_neg/n_pos on known labels) | none
+    max_pos_weight: float = 50.0  # cap for inverse positive weights (a nearly absent class would dominate)
+    aug: str = "medium"  # augmentation strength: none | light | medium | strong
+    amp: str = "auto"  # mixed precision: auto (bf16 on Ampere+, fp16+GradScaler on T4, off on CPU) | off | bf16 | fp16
+    channels_last: bool = True  # NHWC memory layout (faster convolutions on GPU tensor cores; neutral on CPU)
+    workers: int = -1  # loader processes per rank (-1: cores per rank; 0: load in the main process)
+    threads: int = 0  # torch CPU threads per rank (0: cores / ranks)
+    seed: int = 42  # one seed for init, sampling and augmentation (deterministic on CPU)
+    resume: bool = False  # continue an interrupted run from its last.pt (exactly, at an epoch boundary)
+    session_epochs: int = 0  # stop cleanly after this many epochs in this process (0 = no limit); for 12 h sessions
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Runtime
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Runtime:
+    device: object
+    rank: int
+    world: int
+    amp_dtype: object  # torch dtype or None
+    use_scaler: bool
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def setup_runtime(cfg: FitConfig) -> Runtime:
+    """Device, process group (when launched by torchrun), threads and AMP mode."""
+    import torch
+    import torch.distributed as dist
+    rank, local_rank, world = dist_env()
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    else:
+        device = torch.device("cpu")
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    set_threads(cfg.threads if cfg.threads > 0 else max(1, cores // local_world))
+    if cfg.workers < 0:
+        cfg.workers = min(8, max(1, cores // local_world))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    mode = cfg.amp
+    if mode not in ("auto", "off", "bf16", "fp16"):
+        raise ValueError(f"--amp={mode}: choose auto, off, bf16 or fp16")
+    if mode == "auto":
+        mode = "off" if device.type != "cuda" else (
+            "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16")
+    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+    return Runtime(device, rank, world, dtype, use_scaler=dtype == torch.float16 and device.type == "cuda")
+
+
+def barrier(rt: Runtime) -> None:
+    if rt.distributed:
+        import torch.distributed as dist
+        dist.barrier()
+
+
+def all_gather(rt: Runtime, obj) -> list:
+    if not rt.distributed:
+        return [obj]
+    import torch.distributed as dist
+    out = [None] * rt.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def autocast(rt: Runtime):
+    """The AMP context of this runtime (a no-op when AMP is off)."""
+    import torch
+    if rt.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(rt.device.type, dtype=rt.amp_dtype)
+
+
+def unwrap(model):
+    return getattr(model, "module", model)
+
+
+def to_input(x, device, mean, std, channels_last: bool = True):
+    """uint8 [B, 3, H, W] from the loader -> normalised float on the device (mean/std: [1, 3, 1, 1] tensors)."""
+    import torch
+    x = x.to(device, non_blocking=True).float().div_(255.0).sub_(mean).div_(std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def norm_tensors(model, device):
+    import timm
+    import torch
+    dc = timm.data.resolve_data_config({}, model=unwrap(model))
+    return (torch.tensor(dc["mean"], device=device).view(1, 3, 1, 1),
+            torch.tensor(dc["std"], device=device).view(1, 3, 1, 1))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loss, optimiser, schedule, early stopping
+# ----------------------------------------------------------------------------------------------------------------
+def positive_weights(targets: np.ndarray, mode: str = "inverse", cap: float = 50.0) -> np.ndarray:
+    """Per-class BCE pos_weight = n_negative / n_positive over known (non-NaN) labels, clipped to [1/cap, cap]."""
+    t = np.asarray(targets, dtype=float)
+    if mode == "none":
+        return np.ones(t.shape[1], np.float32)
+    if mode != "inverse":
+        raise ValueError(f"--pos_weight={mode}: choose inverse or none")
+    pos, neg = np.nansum(t == 1, axis=0), np.nansum(t == 0, axis=0)
+    w = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
+    return np.clip(w, 1.0 / cap, cap).astype(np.float32)
+
+
+def masked_bce(logits, targets, pos_weight=None):
+    """Weighted BCE averaged over known labels only; NaN targets contribute neither loss nor gradient."""
+    import torch
+    import torch.nn.functional as F
+    known = ~torch.isnan(targets)
+    t = torch.where(known, targets, torch.zeros_like(targets))
+    per = F.binary_cross_entropy_with_logits(logits.float(), t, pos_weight=pos_weight, reduction="none")
+    return torch.where(known, per, torch.zeros_like(per)).sum() / known.sum().clamp(min=1)
+
+
+def build_optimizer(model, lr: float, weight_decay: float):
+    import torch
+    from timm.optim import param_groups_weight_decay
+    return torch.optim.AdamW(param_groups_weight_decay(model, weight_decay), lr=lr)
+
+
+def build_scheduler(optimizer, total_steps: int, warmup_steps: int, min_ratio: float):
+    """Linear warm-up to the peak lr, then cosine to min_ratio x peak; the scheduler is stepped per optimizer step."""
+    import torch
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        prog = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * prog))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class EarlyStopping:
+    """Tracks the best validation macro-AUROC; `stop` once `patience` epochs pass without improvement."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.best_epoch, self.bad = patience, -math.inf, -1, 0
+
+    def step(self, value: float, epoch: int) -> bool:
+        # the first epoch is always "best" so a best.pt exists even when AUROC is undefined (NaN) on a tiny val set
+        improved = self.best_epoch < 0 or (not math.isnan(value) and value > self.best)
+        if improved:
+            self.best, self.best_epoch, self.bad = (value if not math.isnan(value) else -math.inf), epoch, 0
+        else:
+            self.bad += 1
+        return improved
+
+    @property
+    def stop(self) -> bool:
+        return self.patience > 0 and self.bad >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad": self.bad}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.best, self.best_epoch, self.bad = d["best"], d["best_epoch"], d["bad"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One epoch of training, one pass of evaluation
+# ----------------------------------------------------------------------------------------------------------------
+def train_one_epoch(model, loader, optimizer, scheduler, scaler, rt: Runtime, norm, pos_weight, accum_steps: int = 1,
+                    clip_grad: float = 0.0, ema=None, channels_last: bool = True, desc: str = "train") -> dict:
+    """Returns {"loss": mean over batches and ranks, "images": seen over ranks, "images_per_s", "lr"}."""
+    import torch
+    from tqdm import tqdm
+    model.train()
+    n_batches = len(loader)
+    loss_sum, count, t0 = 0.0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=desc, total=n_batches, disable=not rt.main, dynamic_ncols=True, leave=False)
+    optimizer.zero_grad(set_to_none=True)
+    for i, (x, y, _) in enumerate(bar):
+        x = to_input(x, rt.device, *norm, channels_last)
+        y = y.to(rt.device, non_blocking=True)
+        step_now = (i + 1) % accum_steps == 0 or i + 1 == n_batches
+        sync = model.no_sync() if (rt.distributed and not step_now) else contextlib.nullcontext()
+        with sync:
+            with autocast(rt):
+                logits = model(x)
+            loss = masked_bce(logits, y, pos_weight)
+            scaler.scale(loss / accum_steps).backward()
+        if step_now:
+            if clip_grad > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            if ema is not None:
+                ema.update(unwrap(model))
+        loss_sum = loss_sum + loss.detach()  # stays on the device: no sync per step
+        count += x.shape[0]
+        if rt.main and (i % 10 == 0 or i + 1 == n_batches):
+            bar.set_postfix(loss=f"{float(loss_sum) / (i + 1):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    bar.close()
+    sums = all_gather(rt, (float(loss_sum), n_batches, count))
+    secs = time.perf_counter() - t0
+    images = sum(s[2] for s in sums)
+    return {"loss": sum(s[0] for s in sums) / max(1, sum(s[1] for s in sums)), "images": images,
+            "images_per_s": images / max(secs, 1e-9), "lr": optimizer.param_groups[0]["lr"]}
+
+
+def predict(model, loader, rt: Runtime, norm, channels_last: bool = True, desc: str = "predict"):
+    """(row indices, logits float32 [n, C]) for this rank's part of the loader."""
+    import torch
+    from tqdm import tqdm
+    model.eval()
+    idx, out = [], []
+    with torch.no_grad():
+        for x, _, i in tqdm(loader, desc=desc, disable=not rt.main, dynamic_ncols=True, leave=False):
+            x = to_input(x, rt.device, *norm, channels_last)
+            with autocast(rt):
+                out.append(model(x).float().cpu())
+            idx.append(i)
+    if not out:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    return torch.cat(idx).numpy().astype(np.int64), torch.cat(out).numpy()
+
+
+def evaluate(model, loader, targets: np.ndarray, labels: Sequence[str], rt: Runtime, norm, pos_weight=None,
+             channels_last: bool = True) -> dict:
+    """Metrics over the whole validation set, each row exactly once (gathered over DDP ranks, see module doc).
+
+    Returns {"loss", "macro_auroc", "auroc": {label: value}, "n", "probs" [N, C] in row order, "images_per_s"}.
+    """
+    import torch
+    t0 = time.perf_counter()
+    idx, logits = predict(unwrap(model), loader, rt, norm, channels_last, desc="val")
+    parts = all_gather(rt, (idx, logits))
+    idx = np.concatenate([p[0] for p in parts])
+    logits = np.concatenate([p[1] for p in parts if p[1].size] or [np.zeros((0, len(labels)), np.float32)])
+    n = len(targets)
+    if len(idx) != n or len(np.unique(idx)) != n:
+        raise RuntimeError(f"validation saw {len(idx)} predictions ({len(np.unique(idx))} distinct) for {n} rows")
+    order = np.argsort(idx)
+    logits = logits[order]
+    y = np.asarray(targets, dtype=np.float32)
+    pw = None if pos_weight is None else pos_weight.detach().cpu()
+    loss = float(masked_bce(torch.from_numpy(logits), torch.from_numpy(y), pw))
+    probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    auc = per_class_auroc(y, probs, labels, skip_degenerate=True)  # unknown labels masked, one-class labels skipped
+    return {"loss": loss, "macro_auroc": macro_auroc(y, probs, labels, skip_degenerate=True), "auroc": auc, "n": n,
+            "probs": probs.astype(np.float32), "images_per_s": n / max(time.perf_counter() - t0, 1e-9)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# RNG state, logs, plots
+# ----------------------------------------------------------------------------------------------------------------
+def rng_state() -> dict:
+    import torch
+    s = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state()
+    return s
+
+
+def set_rng_state(s: dict) -> None:
+    import torch
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state(s["cuda"])
+
+
+def write_logs(out: Path, history: list[dict]) -> None:
+    """log.jsonl / log.csv / learning_curve.png, rewritten whole from the history (so a resume never duplicates)."""
+    import pandas as pd
+    write_text(out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    write_csv(out / "log.csv", pd.DataFrame(history))
+    plot_curves(out / "learning_curve.png", history)
+
+
+def plot_curves(path: Path, history: list[dict]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .utils import atomic_path
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
+    a.plot(ep, [h["val_loss"] for h in history], "o-", label="val")
+    a.set(xlabel="epoch", ylabel="masked weighted BCE", title="loss")
+    a.legend()
+    b.plot(ep, [h["val_macro_auroc"] for h in history], "o-k", label="macro")
+    for k in [k for k in history[0] if k.startswith("val_auroc_")]:
+        b.plot(ep, [h[k] for h in history], alpha=0.5, label=k.removeprefix("val_auroc_"))
+    b.set(xlabel="epoch", ylabel="AUROC", title="validation AUROC")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# fit
+# ----------------------------------------------------------------------------------------------------------------
+def check_resumable(out: Path, resume: bool) -> None:
+    """Refuses to silently overwrite an unfinished run (stages call this before touching the folder)."""
+    if (out / "last.pt").exists() and not (out / "done.json").exists() and not resume:
+        raise SystemExit(f"{out} holds an unfinished run (last.pt): pass --resume to continue it, or delete the "
+                         f"folder to start again")
+
+
+def fit(cfg: FitConfig, rt: Runtime, model, labels: Sequence[str], train_ds, val_ds, val_ids: Sequence[str],
+        out: Path, train_weights: np.ndarray | None = None, epoch_size: int = 0,
+        extra_cols: dict | None = None, input_info: dict | None = None) -> dict:
+    """Trains `model` on train_ds, validates on val_ds each epoch, keeps best.pt / last.pt / logs in `out`.
+
+    Writes (rank 0) `out/oof.csv`: id, extra_cols, labels, pred_<label> from the best epoch. Returns
+    {"finished": bool, "best_metric", "best_epoch", "epochs_run"}. `finished` is False when the session stopped early
+    on session_epochs (continue with --resume).
+    """
+    import pandas as pd
+    import torch
+    from timm.utils import ModelEmaV3
+    from .data import build_transform
+    labels = list(labels)
+    per_step = rt.world * cfg.accum_steps
+    if cfg.batch_size % per_step:
+        raise ValueError(f"--batch_size={cfg.batch_size} must divide by ranks x accum_steps = {per_step}")
+    micro = cfg.batch_size // per_step
+    train_ds.transform = build_transform(cfg.aug)
+    train_ds.seed = val_ds.seed = cfg.seed
+    sampler = ShardedSampler(len(train_ds), True, cfg.seed, rt.rank, rt.world, weights=train_weights,
+                             num_samples=epoch_size)
+    val_sampler = ShardedSampler(len(val_ds), False, cfg.seed, rt.rank, rt.world, pad=False)
+    pin = rt.device.type == "cuda"
+    train_loader = make_loader(train_ds, sampler, micro, cfg.workers, True, cfg.seed, pin)
+    val_loader = make_loader(val_ds, val_sampler, micro * 2, cfg.workers, False, cfg.seed, pin)
+
+    mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(rt.device, memory_format=mf)
+    norm = norm_tensors(model, rt.device)
+    pw = torch.from_numpy(positive_weights(train_ds.targets, cfg.pos_weight, cfg.max_pos_weight)).to(rt.device)
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.accum_steps)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, cfg.epochs * steps_per_epoch,
+                                max(1, round(cfg.warmup_epochs * steps_per_epoch)), cfg.min_lr_ratio)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.use_scaler)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+    stopper = EarlyStopping(cfg.patience)
+    history: list[dict] = []
+    start = 0
+
+    last = out / "last.pt"
+    check_resumable(out, cfg.resume)
+    if last.exists():
+        ck = load_checkpoint(last)
+        unwrap(model).load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        if ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
+        if ema is not None and ck.get("ema") is not None:
+            ema.module.load_state_dict(ck["ema"])
+        stopper.load_state_dict(ck["stopper"])
+        history, start = list(ck["history"]), int(ck["epoch"])
+        states = ck.get("rng") or []
+        if len(states) == rt.world:
+            set_rng_state(states[rt.rank])
+        changed = {k: (v, ck["config"].get(k)) for k, v in config_dict(cfg).items()
+                   if k not in ("resume", "session_epochs", "workers", "threads") and ck["config"].get(k) != v}
+        if rt.main:
+            print(f"[fit] resumed {out} after epoch {start} (best {stopper.best:.4f} @ {stopper.best_epoch + 1})"
+                  + (f"; config changed since: {changed}" if changed else ""))
+    if rt.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    if rt.main:
+        print(f"[fit] {out}: {len(train_ds)} train / {len(val_ds)} val images, {rt.world} rank(s) on "
+              f"{rt.device.type}, micro-batch {micro} x accum {cfg.accum_steps} x ranks {rt.world} = "
+              f"{cfg.batch_size}, amp {rt.amp_dtype}, pos_weight {[round(float(v), 2) for v in pw]}")
+
+    epochs_run, finished = 0, start >= cfg.epochs or stopper.stop
+    for epoch in range(start, cfg.epochs):
+        if stopper.stop:
+            finished = True
+            break
+        if cfg.session_epochs and epochs_run >= cfg.session_epochs:
+            break
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
+        tr = train_one_epoch(model, train_loader, optimizer, scheduler, scaler, rt, norm, pw, cfg.accum_steps,
+                             cfg.clip_grad, ema, cfg.channels_last, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        eval_model = ema.module if ema is not None else model
+        va = evaluate(eval_model, val_loader, val_ds.targets, labels, rt, norm, pw, cfg.channels_last)
+        improved = stopper.step(va["macro_auroc"], epoch)
+        row = {"epoch": epoch + 1, "train_loss": tr["loss"], "val_loss": va["loss"],
+               "val_macro_auroc": va["macro_auroc"], **{f"val_auroc_{k}": v for k, v in va["auroc"].items()},
+               "lr": tr["lr"], "train_images_per_s": tr["images_per_s"], "val_images_per_s": va["images_per_s"],
+               "val_n": va["n"], "epoch_s": time.perf_counter() - t0, "best": improved}
+        history.append(row)
+        states = all_gather(rt, rng_state())  # collective: every rank takes part, rank 0 saves
+        epochs_run += 1
+        if rt.main:
+            common = {"arch": cfg.arch, "labels": labels, "config": config_dict(cfg), "epoch": epoch + 1,
+                      "best_metric": stopper.best, "input": input_info or {}, "stopper": stopper.state_dict(),
+                      "history": history}
+            if improved:
+                torch_save({**common, "model": unwrap(eval_model).state_dict(), "optimizer": None,
+                            "scheduler": None, "scaler": None, "ema": None,
+                            "metrics": {k: v for k, v in va.items() if k != "probs"}}, out / "best.pt")
+                pred = pd.DataFrame({"id": list(val_ids), **(extra_cols or {})})
+                for j, lb in enumerate(labels):
+                    pred[lb] = val_ds.targets[:, j]
+                for j, lb in enumerate(labels):
+                    pred[f"pred_{lb}"] = va["probs"][:, j]
+                write_csv(out / "oof.csv", pred)
+            torch_save({**common, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                        "ema": ema.module.state_dict() if ema is not None else None, "rng": states}, last)
+            write_logs(out, history)
+            per = " ".join(f"{k}={v:.3f}" for k, v in va["auroc"].items())
+            print(f"epoch {epoch + 1}/{cfg.epochs} train_loss {tr['loss']:.4f} val_loss {va['loss']:.4f} "
+                  f"val_auroc {va['macro_auroc']:.4f} [{per}] best {stopper.best:.4f}@{stopper.best_epoch + 1} "
+                  f"lr {tr['lr']:.2e} {tr['images_per_s']:.1f} img/s {row['epoch_s']:.0f}s"
+                  + (" *" if improved else ""), flush=True)
+    else:
+        finished = True
+    finished = finished or stopper.stop
+    barrier(rt)
+    if rt.main and not finished:
+        print(f"[fit] stopped after {epochs_run} epoch(s) this session; continue with --resume", file=sys.stderr)
+    return {"finished": finished, "best_metric": stopper.best, "best_epoch": stopper.best_epoch + 1,
+            "epochs_run": epochs_run}

@@ -1,0 +1,146 @@
+"""Backbone + multi-label head, and every way weights get into it.
+
+    model = create_model("convnext_base", num_classes=5, pretrained="weights/convnext_base_22k.pth")
+    ckpt = load_checkpoint("outputs/pretrain/stage1/best.pt")
+    init_from_checkpoint(model, ckpt, arch="convnext_base", labels=LABELS)   # Stage I -> Stage II
+
+- Any timm backbone by name; the head is timm's own classifier resized to the label count, with dropout before it.
+- Pretrained weights come only from a local file (timm's `pretrained_cfg_overlay=dict(file=...)`); nothing is ever
+  downloaded (src.config sets HF_HUB_OFFLINE, and `pretrained=True` is never passed without a file).
+- A file that does not fit the architecture raises `WeightsMismatchError` naming the file, the architecture asked
+  for and the one the file looks like (timm alone says e.g. `KeyError: 'fc.weight'`).
+
+Checkpoint format (written by src.engine, read here and by src.infer): a dict
+    {"model": state_dict (no DDP "module." prefix), "arch": timm name, "labels": [label names, head row order],
+     "config": the stage config dict, "epoch": completed epochs, "optimizer", "scheduler", "scaler": state dicts
+     (None in best.pt, which is for inference), "best_metric": best val macro-AUROC, "ema": EMA state_dict or None,
+     "input": {"size": [H, W], "mean": [...], "std": [...]}, "stopper", "history", "rng": RNG states (last.pt)}
+In best.pt "model" holds the weights that were validated (the EMA weights when EMA is on).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+from . import config  # noqa: F401  (offline switches before timm is imported)
+
+
+class WeightsMismatchError(ValueError):
+    """Weights that belong to another architecture (or another head layout than expected)."""
+
+
+def create_model(arch: str = "convnext_base", num_classes: int = 5, pretrained: str | Path | None = None,
+                 drop_rate: float = 0.2, drop_path_rate: float = 0.0):
+    """A timm model with a `num_classes` multi-label head (logits; apply sigmoid for probabilities)."""
+    import timm
+    kw = dict(num_classes=num_classes, drop_rate=drop_rate)
+    if drop_path_rate:
+        kw["drop_path_rate"] = drop_path_rate  # not every timm family accepts the argument
+    if not timm.is_model(arch):
+        close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
+        raise ValueError(f"unknown timm architecture {arch!r}" + (f"; similar: {', '.join(close)}" if close else ""))
+    if not pretrained:
+        return timm.create_model(arch, pretrained=False, **kw)
+    path = Path(pretrained)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"pretrained weights file {path} not found. Weights are never downloaded here: copy a timm checkpoint "
+            f"for {arch} (.pth/.bin/.safetensors) there, or pass --pretrained= (empty) to start from random weights.")
+    try:
+        return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kw)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise WeightsMismatchError(
+            f"{path} does not fit {arch!r}: the file looks like {describe_weights(_read_state_dict(path))}. "
+            f"Pass --arch matching the file, or a weights file for {arch}. (timm said: {str(e)[:300]})") from None
+
+
+def _read_state_dict(path: Path) -> dict:
+    from timm.models import load_state_dict
+    try:
+        return load_state_dict(str(path))
+    except Exception as e:  # noqa: BLE001  (anything unreadable is reported, not re-raised as a traceback)
+        return {"__unreadable__": str(e)}
+
+
+def describe_weights(sd: dict) -> str:
+    """A best guess at which architecture a state dict belongs to, from its key names and widths."""
+    if "__unreadable__" in sd:
+        return f"an unreadable file ({sd['__unreadable__'][:120]})"
+    keys = list(sd)
+    n = sum(getattr(v, "numel", lambda: 0)() for v in sd.values())
+    size = f"{len(keys)} tensors, {n / 1e6:.1f} M values"
+    if any(re.match(r"stages\.\d+\.blocks\.\d+\.conv_dw", k) for k in keys) and "stem.0.weight" in sd:
+        width = int(sd["stem.0.weight"].shape[0])
+        names = {40: "atto", 48: "femto", 64: "pico", 80: "nano", 96: "tiny/small", 128: "base", 192: "large",
+                 256: "xlarge"}
+        return f"convnext_{names.get(width, f'? (stem width {width})')} ({size})"
+    for pattern, family in ((r"layer1\.0\.conv1\.weight", "a ResNet"), (r"blocks\.0\.attn\.qkv", "a ViT"),
+                            (r"layers\.0\.blocks\.0\.attn", "a Swin transformer"),
+                            (r"conv_stem\.weight", "an EfficientNet/MobileNet"),
+                            (r"downsample_layers\.0", "an original (non-timm) ConvNeXt release")):
+        if any(re.match(pattern, k) for k in keys):
+            return f"{family} ({size})"
+    return f"an unknown architecture ({size}; first keys {keys[:3]})"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Our checkpoints
+# ----------------------------------------------------------------------------------------------------------------
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Read a checkpoint written by src.engine; clear errors for a missing or foreign file."""
+    import torch
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found; train it first (python -m src.pretrain / src.train) "
+                                f"or fix the path")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e}); re-copy it or retrain") from None
+    if not isinstance(ckpt, dict) or not {"model", "arch", "labels"} <= set(ckpt):
+        raise ValueError(f"{path}: not an ecgka checkpoint (needs keys model, arch, labels). A plain timm weights "
+                         f"file goes to --pretrained, not --init.")
+    return ckpt
+
+
+def head_keys(model) -> set[str]:
+    """State-dict keys of the classifier (timm's get_classifier()), whatever the family calls it."""
+    clf = model.get_classifier()
+    prefixes = [name for name, mod in model.named_modules() if mod is clf and name]
+    return {k for k in model.state_dict() if any(k.startswith(p + ".") for p in prefixes)}
+
+
+def init_from_checkpoint(model, ckpt: dict, arch: str, labels: Sequence[str], source: str = "checkpoint") -> str:
+    """Loads a checkpoint's weights into `model` (built for `arch` and `labels`). Returns what was done.
+
+    Backbone weights must fit exactly (another architecture -> WeightsMismatchError naming both). The head is carried
+    when the checkpoint's label set equals ours (rows reordered if the order differs) and otherwise keeps its fresh
+    initialisation: Stage I may have learned a different label space than the target competition.
+    """
+    import torch
+    if ckpt["arch"] != arch:
+        raise WeightsMismatchError(f"{source} was trained with arch {ckpt['arch']!r} but this run builds {arch!r}; "
+                                   f"pass --arch={ckpt['arch']} or another checkpoint")
+    sd = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}
+    own = model.state_dict()
+    head = head_keys(model)
+    src_labels, labels = list(ckpt["labels"]), list(labels)
+    bad = [k for k in own if k not in head and (k not in sd or sd[k].shape != own[k].shape)]
+    extra = [k for k in sd if k not in own]
+    if bad or extra:
+        ex = bad[0] if bad else extra[0]
+        raise WeightsMismatchError(
+            f"{source} (arch {ckpt['arch']!r}, looks like {describe_weights(sd)}) does not fit {arch!r}: "
+            f"{len(bad)} missing/mis-shaped and {len(extra)} unexpected tensors, e.g. {ex!r}")
+    backbone = {k: v for k, v in sd.items() if k not in head}
+    if sorted(src_labels) == sorted(labels):
+        order = torch.tensor([src_labels.index(lb) for lb in labels])
+        for k in head:
+            backbone[k] = sd[k].index_select(0, order) if sd[k].shape[:1] == (len(labels),) else sd[k]
+        what = "backbone + head" + (" (rows reordered)" if src_labels != labels else "")
+    else:
+        what = f"backbone only; new head for {labels} (checkpoint head was {src_labels})"
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    assert not unexpected and set(missing) <= head, (missing, unexpected)
+    return what

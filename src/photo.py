@@ -1,0 +1,458 @@
+"""Photo-like camera model: a rendered ECG page (src/render.py) becomes a phone photograph of the printout.
+
+Used through `render.make_image(..., style="photo")` or directly:
+    page, meta = render.render_ecg(signal, fs, render.RenderParams(dpi=150), rng)
+    img, meta = photograph(page, meta, sample_photo_params(rng), rng)
+
+Pipeline (page pixels -> photo pixels): the page is tilted in 3D (up to ~30 degrees), rolled in plane, projected
+through a pinhole camera and fitted into the frame (a homography H), after an optional paper bend (a smooth
+displacement d in page coordinates that is zero at the four page corners). So every page point s lands at
+    photo = H(s + d(s)).
+`meta["homography"]` is H: exact for the page corners (d vanishes there, so it maps the page corners onto the paper
+quad exactly) and for every point when there is no bend; with a bend the metadata coordinates (traces, boxes, grid
+outline) went through the full map above, the same one the pixels went through (cv2.remap with its inverse).
+The background (procedural desk/cloth/paper textures, clutter, the paper's drop shadow), lighting (gradient,
+vignette, soft hand/phone shadows from Catmull-Rom outlines, white balance, exposure) and glare are smooth, so they
+are made at 1/4-1/8 resolution and upsampled; blur, sensor noise and JPEG run at full resolution.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import cv2
+import numpy as np
+
+from . import render
+from .render import catmull_rom, transform_meta
+
+BACKGROUNDS = ("wood", "cloth", "paper", "plain")
+
+
+@dataclasses.dataclass
+class PhotoParams:
+    out_size: tuple[int, int] = (3460, 1900)  # photo W, H (BHF-like landscape)
+    fill: float = 0.85  # page's projected extent / frame extent along the binding axis
+    center: tuple[float, float] = (0.5, 0.5)  # where the page sits in the free space (0..1, 0..1)
+    tilt: float = 12.0  # out-of-plane camera tilt, degrees (<= ~30)
+    tilt_dir: float = 0.0  # direction of the tilt axis in the page plane, degrees
+    roll: float = 0.0  # in-plane rotation, degrees
+    focal: float = 0.65  # focal length / frame diagonal (0.6 ~ phone main camera)
+    curl: float = 0.0  # paper bend amplitude / page size (0 = flat)
+    curl_axis: int = 0  # 0: the bend moves points vertically (top/bottom edges bow), 1: horizontally
+    curl_shape: tuple[float, float] = (1.0, 0.0)  # bend = curl * sin(pi u) * (a + b (v - 0.5))
+    background: str = "wood"  # wood | cloth | paper | plain
+    bg_rgb: tuple[int, int, int] = (120, 84, 52)  # base colour of the background
+    clutter: int = 2  # objects lying around the page
+    light_grad: float = 0.2  # brightness fall-off across the frame
+    vignette: float = 0.2  # corner darkening
+    shadows: int = 0  # hand/phone shadows falling on the page
+    shadow_strength: float = 0.35  # how dark those shadows are
+    glare: float = 0.0  # specular highlight strength (0 = none)
+    exposure: float = 1.0  # global brightness
+    wb: tuple[float, float, float] = (1.0, 1.0, 1.0)  # white balance gains R, G, B
+    defocus: float = 0.0  # Gaussian blur sigma, px
+    motion: float = 0.0  # motion blur length, px
+    motion_angle: float = 0.0  # motion direction, degrees
+    noise: float = 3.0  # sensor noise std, grey levels
+    jpeg: int = 0  # JPEG quality (0 = no compression)
+
+    def __post_init__(self):
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"background {self.background!r}: expected one of {BACKGROUNDS}")
+        self.out_size = (int(self.out_size[0]), int(self.out_size[1]))
+
+
+def sample_photo_params(rng: np.random.Generator, out_size: tuple[int, int] | None = None) -> PhotoParams:
+    """Random phone-photo conditions (BHF-like: mostly mild, sometimes harsh)."""
+    roll = rng.normal(0, 5)
+    u = rng.random()
+    roll += 90 * rng.choice([-1, 1]) if u < 0.05 else (180 if u < 0.08 else 0)
+    bg = render._pick(rng, BACKGROUNDS, [0.3, 0.2, 0.2, 0.3])
+    base = {"wood": [(128, 88, 54), (160, 118, 76), (92, 62, 40), (185, 150, 110)],
+            "cloth": [(60, 70, 100), (110, 40, 40), (70, 90, 70), (150, 150, 155)],
+            "paper": [(225, 222, 214), (205, 205, 200), (235, 230, 215), (190, 195, 200)],
+            "plain": [(40, 40, 44), (200, 200, 196), (90, 100, 110), (150, 140, 120)]}[bg]
+    t = rng.normal(0, 0.05)
+    return PhotoParams(
+        out_size=tuple(out_size) if out_size else (3460, 1900), fill=float(rng.uniform(0.7, 0.95)),
+        center=(float(rng.random()), float(rng.random())), tilt=float(30 * rng.beta(1.5, 3.0)),
+        tilt_dir=float(rng.uniform(0, 360)), roll=float(roll), focal=float(rng.uniform(0.55, 0.9)),
+        curl=float(rng.uniform(0.003, 0.02)) if rng.random() < 0.5 else 0.0, curl_axis=int(rng.integers(2)),
+        curl_shape=(float(rng.choice([-1, 1]) * rng.uniform(0.3, 1)), float(rng.uniform(-1, 1))),
+        background=bg, bg_rgb=base[int(rng.integers(len(base)))], clutter=int(rng.integers(0, 6)),
+        light_grad=float(rng.uniform(0, 0.35)), vignette=float(rng.uniform(0, 0.35)),
+        shadows=int(render._pick(rng, (0, 1, 2), [0.5, 0.4, 0.1])), shadow_strength=float(rng.uniform(0.15, 0.5)),
+        glare=float(rng.uniform(0.2, 1.0)) if rng.random() < 0.3 else 0.0, exposure=float(rng.uniform(0.9, 1.08)),
+        wb=(float(1 + t), 1.0, float(1 - t)), defocus=float(rng.uniform(0.3, 1.6)) if rng.random() < 0.6 else 0.0,
+        motion=float(rng.uniform(2, 8)) if rng.random() < 0.15 else 0.0, motion_angle=float(rng.uniform(0, 180)),
+        noise=float(rng.uniform(1, 6)), jpeg=int(rng.integers(60, 96)) if rng.random() < 0.6 else 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Geometry
+# ----------------------------------------------------------------------------------------------------------------
+def _homography(page_w: int, page_h: int, p: PhotoParams) -> np.ndarray:
+    """Page px -> photo px: tilt + roll in 3D, pinhole projection, then fit into the frame."""
+    W, H = p.out_size
+    c = np.array([[0, 0], [page_w - 1, 0], [page_w - 1, page_h - 1], [0, page_h - 1]], float)
+    xy = c - [(page_w - 1) / 2, (page_h - 1) / 2]
+    a = math.radians(p.tilt_dir)
+    k = np.array([math.cos(a), math.sin(a), 0.0])  # tilt axis in the page plane (Rodrigues rotation)
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    th = math.radians(p.tilt)
+    r_tilt = np.eye(3) + math.sin(th) * kx + (1 - math.cos(th)) * kx @ kx
+    r = math.radians(p.roll)
+    r_roll = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    pts3 = (r_roll @ r_tilt @ np.c_[xy, np.zeros(4)].T).T
+    f = p.focal * math.hypot(W, H)
+    dist = f * max(page_w, page_h) / (p.fill * max(W, H))  # page about `fill` of the frame
+    proj = f * pts3[:, :2] / (dist + pts3[:, 2:3])
+    lo, hi = proj.min(0), proj.max(0)
+    s = min(p.fill * W / (hi[0] - lo[0]), p.fill * H / (hi[1] - lo[1]))
+    size = (hi - lo) * s
+    off = np.array([(W - 1 - size[0]) * p.center[0], (H - 1 - size[1]) * p.center[1]])
+    dst = (proj - lo) * s + off
+    return cv2.getPerspectiveTransform(c.astype(np.float32), dst.astype(np.float32)).astype(np.float64)
+
+
+def _curl_fn(page_w: int, page_h: int, p: PhotoParams):
+    """Bend displacement d(s) in page px: zero along two opposite page edges (so at all four corners)."""
+    if p.curl <= 0:
+        return None
+    a, b = p.curl_shape
+
+    def d(s):
+        u, v = s[:, 0] / max(1, page_w - 1), s[:, 1] / max(1, page_h - 1)
+        out = np.zeros_like(s)
+        if p.curl_axis == 0:
+            out[:, 1] = p.curl * page_h * np.sin(np.pi * u) * (a + b * (v - 0.5))
+        else:
+            out[:, 0] = p.curl * page_w * np.sin(np.pi * v) * (a + b * (u - 0.5))
+        return out
+    return d
+
+
+def _apply_h(hm: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    pts = np.asarray(pts, np.float64).reshape(-1, 1, 2)
+    return cv2.perspectiveTransform(pts, np.asarray(hm, np.float64)).reshape(-1, 2)
+
+
+def point_map(hm: np.ndarray, curl):
+    """page px -> photo px, exactly what the pixels went through."""
+    if curl is None:
+        return lambda s: _apply_h(hm, s)
+    return lambda s: _apply_h(hm, s + curl(s))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Background, light, shadows
+# ----------------------------------------------------------------------------------------------------------------
+def _smooth_noise(rng, h, w, cells, amp):
+    interp = cv2.INTER_CUBIC if cells[0] < 32 else cv2.INTER_LINEAR  # cubic only where its smoothness shows
+    return cv2.resize(rng.normal(0, amp, (cells[1], cells[0])).astype(np.float32), (w, h), interpolation=interp)
+
+
+def _soft(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur for large sigmas, cheaply: blur a downscaled copy and scale back (the result is smooth)."""
+    f = max(1, int(sigma / 2))
+    if f == 1:
+        return cv2.GaussianBlur(mask, (0, 0), sigma)
+    h, w = mask.shape[:2]
+    small = cv2.resize(mask, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / f), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _background(p: PhotoParams, rng, h: int, w: int, quad: np.ndarray, down: int) -> np.ndarray:
+    """Low-res uint8 RGB background with clutter, and the paper's drop shadow as a gain map (quad in photo px)."""
+    yy, xx = np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :]
+    base = np.array(p.bg_rgb, np.float32)
+    if p.background == "wood":  # grain: stretched sine rings disturbed by smooth noise, plank seams
+        ang = rng.uniform(-0.3, 0.3) + (np.pi / 2 if rng.random() < 0.5 else 0)
+        along = xx * math.cos(ang) + yy * math.sin(ang)
+        across = -xx * math.sin(ang) + yy * math.cos(ang)
+        warp = _smooth_noise(rng, h, w, (6, 4), 6.0)
+        grain = np.sin(across * rng.uniform(0.25, 0.6) + warp + 0.02 * along)
+        fine = _smooth_noise(rng, h, w, (w // 3, h // 3), 0.04)
+        shade = 1 + 0.08 * grain + fine + _smooth_noise(rng, h, w, (5, 3), 0.06)
+        plank = rng.uniform(60, 160) / down * 4
+        seam = np.abs(((across / plank) % 1.0) - 0.5) > 0.49
+        shade = np.where(seam, shade * 0.75, shade)
+    elif p.background == "cloth":  # weave + folds
+        f = rng.uniform(0.6, 1.2)
+        weave = np.sin(xx * f) * np.sin(yy * f)
+        shade = 1 + 0.05 * weave + _smooth_noise(rng, h, w, (5, 4), 0.1)
+    elif p.background == "paper":  # another sheet / pale desk: almost flat, faint blotches
+        shade = 1 + _smooth_noise(rng, h, w, (8, 6), 0.03)
+    else:  # fine texture would turn into a regular upsampling pattern here; the sensor noise adds grain later
+        shade = 1 + _smooth_noise(rng, h, w, (4, 3), 0.07)
+    img = cv2.merge([np.clip(shade * c, 0, 255).astype(np.uint8) for c in base])  # 8-bit: OpenCV AA needs it
+    for _ in range(p.clutter):
+        _clutter(img, rng, h, w)
+    # the sheet lifts slightly: a soft shadow offset from its outline
+    sh = np.zeros((h, w), np.uint8)
+    a = rng.uniform(0, 2 * np.pi)
+    off = rng.uniform(0.002, 0.008) * max(h, w) * np.array([math.cos(a), math.sin(a)])
+    cv2.fillPoly(sh, [np.round((quad / down + off) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+    sh = _soft(sh, max(1.0, 0.006 * max(h, w))).astype(np.float32)
+    return img, 1 - rng.uniform(0.35, 0.6) / 255 * sh
+
+
+def _clutter(img, rng, h, w):
+    kind = render._pick(rng, ("pen", "note", "sheet", "mug", "phone"), [3, 2, 2, 1, 1])
+    c = np.array([rng.uniform(0, w), rng.uniform(0, h)])
+    s = max(h, w)
+    if kind == "pen":
+        a = rng.uniform(0, np.pi)
+        d = np.array([math.cos(a), math.sin(a)]) * rng.uniform(0.08, 0.15) * s
+        col = render._pick(rng, [(20, 30, 120), (15, 15, 15), (180, 20, 20), (230, 230, 230)], [1, 1, 1, 1])
+        cv2.line(img, tuple(np.round((c - d) * 16).astype(int)), tuple(np.round((c + d) * 16).astype(int)),
+                 col, max(2, int(0.008 * s)), cv2.LINE_AA, 4)
+    elif kind in ("note", "sheet", "phone"):
+        half = {"note": (0.04, 0.04), "sheet": (0.2, 0.26), "phone": (0.035, 0.07)}[kind]
+        col = {"note": (240, 225, 90), "sheet": (238, 238, 232), "phone": (25, 25, 28)}[kind]
+        a = rng.uniform(0, np.pi)
+        rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        box = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * np.array(half) * s
+        cv2.fillPoly(img, [np.round((box @ rot.T + c) * 16).astype(np.int32)], col, cv2.LINE_AA, 4)
+    else:
+        r = rng.uniform(0.04, 0.07) * s
+        col = render._pick(rng, [(235, 235, 235), (60, 40, 30), (170, 40, 40)], [1, 1, 1])
+        cv2.circle(img, tuple(np.round(c * 16).astype(int)), int(r * 16), col, -1, cv2.LINE_AA, 4)
+        cv2.circle(img, tuple(np.round(c * 16).astype(int)), int(r * 0.8 * 16), (80, 50, 30), -1, cv2.LINE_AA, 4)
+
+
+def _shadow_shape(rng, w: float, h: float) -> np.ndarray:
+    """Outline of a hand (palm + fingers) or a phone held over the page, entering from a frame edge."""
+    s = min(w, h)
+    if rng.random() < 0.55:  # hand: wrist at the edge, palm, four finger tips
+        pts = [(-0.25, 1.6), (-0.45, 0.6), (-0.5, 0.0)]
+        for k, fx in enumerate((-0.38, -0.13, 0.12, 0.36)):
+            ln = (0.9, 1.05, 1.0, 0.8)[k] * rng.uniform(0.9, 1.1)
+            pts += [(fx - 0.09, -0.2), (fx, -0.2 - ln * 0.6), (fx + 0.09, -0.2)]
+        pts += [(0.5, 0.1), (0.75, 0.4), (0.45, 0.7), (0.3, 1.6)]
+        pts = np.array(pts) * rng.uniform(0.35, 0.55) * s
+        n = 6
+    else:  # phone with a holding hand: a rounded slab
+        hw, hh = rng.uniform(0.12, 0.18) * s, rng.uniform(0.25, 0.35) * s
+        pts = np.array([(-hw, -hh), (0, -hh * 1.02), (hw, -hh), (hw * 1.02, 0), (hw, hh * 3), (-hw, hh * 3),
+                        (-hw * 1.02, 0)])
+        n = 10
+    curve = catmull_rom(pts, n, closed=True)
+    a = rng.uniform(0, 2 * np.pi)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    curve = curve @ rot.T
+    # centre the shape so it reaches in from outside the frame towards its middle
+    direction = np.array([-math.sin(a), math.cos(a)])  # the "wrist" end points this way after rotation
+    centre = np.array([w / 2, h / 2]) + direction * rng.uniform(0.25, 0.55) * np.array([w, h])
+    return curve + centre
+
+
+def _light(p: PhotoParams, rng, h: int, w: int) -> np.ndarray:
+    """Low-res multiplicative light field (h, w, 3): exposure, gradient, vignette, soft shadows, white balance."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = xx / max(1, w - 1) - 0.5, yy / max(1, h - 1) - 0.5
+    a = rng.uniform(0, 2 * np.pi)
+    g = p.exposure * (1 - p.light_grad * (0.5 + math.cos(a) * u + math.sin(a) * v))
+    g *= 1 - p.vignette * (u * u + v * v) * 2
+    for _ in range(p.shadows):
+        m = np.zeros((h, w), np.float32)
+        cv2.fillPoly(m, [np.round(_shadow_shape(rng, w, h) * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
+        m = _soft(m, rng.uniform(0.004, 0.02) * max(h, w) + 1)  # soft: light is diffuse
+        g *= 1 - p.shadow_strength * m
+    return g[..., None] * np.array(p.wb, np.float32)[None, None, :]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The camera
+# ----------------------------------------------------------------------------------------------------------------
+def _photograph(page: np.ndarray, meta: dict, p: PhotoParams, rng) -> tuple[np.ndarray, dict]:
+    W, H = p.out_size
+    ph, pw = page.shape[:2]
+    hm = _homography(pw, ph, p)
+    curl = _curl_fn(pw, ph, p)
+    fwd = point_map(hm, curl)
+    quad = _apply_h(hm, np.array([[0, 0], [pw - 1, 0], [pw - 1, ph - 1], [0, ph - 1]], float))
+
+    # light in photo space at 1/8 res; the page gets it pulled back through H (ignoring the small bend) at 1/4 of
+    # the page's res, times the paper's own crease/wrinkle shading if the renderer deferred it, in one pass
+    d8 = 8
+    light = _light(p, rng, H // d8 + 1, W // d8 + 1)
+    paper_gain = meta.pop("_gain", None)
+    page_low = (pw // 4 + 1, ph // 4 + 1)
+    m = np.diag([1 / d8, 1 / d8, 1.0]) @ hm @ np.diag([4.0, 4.0, 1.0])  # page-low px -> photo-low px
+    lpage = cv2.warpPerspective(light, m, page_low, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_REPLICATE)
+    if curl is not None:  # a bent sheet is lit unevenly across the bend
+        t = np.linspace(0, np.pi, page_low[0] if p.curl_axis == 0 else page_low[1], dtype=np.float32)
+        ramp = 1 + 4 * p.curl * p.curl_shape[0] * np.cos(t)
+        lpage *= (ramp[None, :, None] if p.curl_axis == 0 else ramp[:, None, None])
+    if paper_gain is not None:
+        lpage *= paper_gain if paper_gain.ndim == 3 else paper_gain[..., None]
+    render._multiply_gain(page, np.clip(lpage, 0, 1.27))
+
+    # background at 1/4 res, lit by the same field, then upsampled
+    d4 = 4
+    bh, bw = H // d4 + 1, W // d4 + 1
+    bg, shadow = _background(p, rng, bh, bw, quad, d4)
+    gain = cv2.resize(light, (bw, bh), interpolation=cv2.INTER_LINEAR) * shadow[..., None]
+    bg = cv2.multiply(bg, gain, dtype=cv2.CV_8U)
+    out = cv2.resize(bg, (W, H), interpolation=cv2.INTER_LINEAR)
+
+    # the page itself, only inside its bounding box
+    outline = fwd(_page_outline(pw, ph))
+    box = _bbox_of(outline, W, H)
+    if box is not None:
+        x0, y0, x1, y1 = box
+        crop = out[y0:y1, x0:x1].copy()
+        t = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], float)
+        if curl is None:
+            cv2.warpPerspective(page, t @ hm, (x1 - x0, y1 - y0), dst=crop, flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_TRANSPARENT)
+        else:
+            mx, my = _inverse_maps(hm, curl, x0, y0, x1, y1)
+            cv2.remap(page, mx, my, cv2.INTER_LINEAR, dst=crop, borderMode=cv2.BORDER_TRANSPARENT)
+        out[y0:y1, x0:x1] = crop
+        _antialias_edge(out, page, outline, hm, curl, box)
+
+    if p.glare > 0:
+        _glare(out, rng, p.glare, quad)
+    # optics only where there is detail: the upsampled background is already smooth
+    if box is not None and (p.defocus > 0.25 or p.motion >= 2):
+        m = 8
+        x0, y0, x1, y1 = max(0, box[0] - m), max(0, box[1] - m), min(W, box[2] + m), min(H, box[3] + m)
+        roi = out[y0:y1, x0:x1]
+        if p.defocus > 0.25:
+            roi = cv2.GaussianBlur(roi, (0, 0), p.defocus)
+        if p.motion >= 2:
+            k = int(math.ceil(p.motion)) | 1
+            ker = np.zeros((k, k), np.float32)
+            a = math.radians(p.motion_angle)
+            c, dx, dy = (k - 1) / 2, math.cos(a) * (k - 1) / 2, math.sin(a) * (k - 1) / 2
+            cv2.line(ker, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)), 1.0, 1)
+            roi = cv2.filter2D(roi, -1, ker / ker.sum())
+        out[y0:y1, x0:x1] = roi
+    if p.noise > 0:
+        render.add_noise(out, p.noise, rng, inplace=True)
+    if p.jpeg and box is not None:
+        # compress the page's region on the 16-px MCU grid of the full frame: identical blocks to compressing the
+        # whole photo there, at a fraction of the cost (the smooth background barely changes under JPEG)
+        x0, y0 = box[0] // 16 * 16, box[1] // 16 * 16
+        out[y0:box[3], x0:box[2]] = render.jpeg(np.ascontiguousarray(out[y0:box[3], x0:box[2]]), p.jpeg)
+
+    # metadata: everything through the same map as the pixels
+    ppm = meta["px_per_mm"]  # of the image handed in (the page, possibly already scaled)
+    gx = np.asarray(meta["roi_poly"], float).mean(0, keepdims=True)
+    jac = (fwd(gx + [[1.0, 0]]) - fwd(gx)), (fwd(gx + [[0, 1.0]]) - fwd(gx))
+    local = math.sqrt(abs(jac[0][0, 0] * jac[1][0, 1] - jac[0][0, 1] * jac[1][0, 0]))
+    meta["page_size"] = [pw, ph]
+    transform_meta(meta, fwd, (W, H), hm)
+    meta["paper_quad"] = quad  # == fwd(corners): the bend is zero at the corners
+    meta["homography"] = hm
+    meta["px_per_mm"] = float(ppm * local)  # at the grid centre; perspective makes it vary across the photo
+    if "trace_px" in meta:
+        meta["trace_px"] = float(meta["trace_px"] * local)
+    meta["photo"] = dataclasses.asdict(p)
+    return out, meta
+
+
+def photograph(img: np.ndarray, meta: dict, params: PhotoParams, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Photograph a rendered page. Returns (RGB uint8 of params.out_size, JSON-able meta) with paper_quad
+    (TL, TR, BR, BL), homography (3x3 page px -> photo px), roi_box (printed grid area) and moved lead boxes."""
+    meta = {k: v for k, v in meta.items()}
+    meta["leads"] = [dict(lead) for lead in meta["leads"]]
+    out, meta = _photograph(img.copy(), meta, params, rng)
+    return out, render.finalize_meta(meta)
+
+
+def _page_outline(pw: int, ph: int, n: int = 32) -> np.ndarray:
+    """The page border as a closed polygon (n points per side), in page px."""
+    t = np.linspace(0, 1, n, endpoint=False)[:, None]
+    c = np.array([[0, 0], [pw - 1, 0], [pw - 1, ph - 1], [0, ph - 1]], float)
+    return np.vstack([c[k] + (c[(k + 1) % 4] - c[k]) * t for k in range(4)])
+
+
+def _bbox_of(q: np.ndarray, W: int, H: int):
+    x0, y0 = max(0, int(math.floor(q[:, 0].min())) - 2), max(0, int(math.floor(q[:, 1].min())) - 2)
+    x1, y1 = min(W, int(math.ceil(q[:, 0].max())) + 3), min(H, int(math.ceil(q[:, 1].max())) + 3)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _antialias_edge(out: np.ndarray, page: np.ndarray, outline: np.ndarray, hm, curl, box) -> None:
+    """BORDER_TRANSPARENT leaves a stair-stepped paper edge; re-blend the pixels along it by their exact coverage.
+    Works side by side in each side's own small bounding box (a full-box mask would cost a pass over the page)."""
+    H, W = out.shape[:2]
+    n = len(outline) // 4
+    found = []
+    for k in range(4):
+        side = np.vstack([outline[k * n:(k + 1) * n], outline[((k + 1) * n) % len(outline)][None]])
+        x0, y0 = np.maximum(np.floor(side.min(0)).astype(int) - 3, 0)
+        x1, y1 = np.minimum(np.ceil(side.max(0)).astype(int) + 4, [W, H])
+        if x1 <= x0 or y1 <= y0:
+            continue
+        band = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.polylines(band, [np.round((side - [x0, y0]) * 16).astype(np.int32)], False, 255, 4, cv2.LINE_8, 4)
+        pts = cv2.findNonZero(band)
+        if pts is None:
+            continue
+        pts = pts.reshape(-1, 2)
+        cov = np.zeros_like(band)
+        cv2.fillPoly(cov, [np.round((outline - [x0, y0]) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        found.append(np.c_[pts[:, 0] + x0, pts[:, 1] + y0, cov[pts[:, 1], pts[:, 0]]])
+    if not found:
+        return
+    allp = np.vstack(found)
+    _, first = np.unique(allp[:, 1] * W + allp[:, 0], return_index=True)  # corners: blend each pixel once
+    allp = allp[first]
+    gx, gy, a = allp[:, 0], allp[:, 1], allp[:, 2:3].astype(np.float32) / 255
+    # the page's colour at those pixels: inverse map, edge-replicated sampling
+    q = _apply_h(np.linalg.inv(hm), np.stack([gx, gy], 1).astype(np.float64))
+    if curl is not None:
+        s = q.copy()
+        for _ in range(4):
+            s = q - curl(s)
+        q = s
+    m = len(q)
+    qq = np.zeros((-(-m // 1024) * 1024, 2), np.float32)  # remap maps must be < 32767 wide: fold into rows
+    qq[:m] = q
+    qq = qq.reshape(-1, 1024, 2)
+    pc = cv2.remap(page, qq[..., 0], qq[..., 1], cv2.INTER_LINEAR,
+                   borderMode=cv2.BORDER_REPLICATE).reshape(-1, 3)[:m].astype(np.float32)
+    out[gy, gx] = (out[gy, gx].astype(np.float32) * (1 - a) + pc * a + 0.5).astype(np.uint8)
+
+
+def _inverse_maps(hm, curl, x0, y0, x1, y1, step: int = 8):
+    """Photo px -> page px for the remap: H^-1, then undo the bend by fixed-point iteration (the bend is smooth and
+    small, so 4 steps converge far below 0.01 px). Computed on a coarse grid, upsampled linearly."""
+    w, h = x1 - x0, y1 - y0
+    mw, mh = w // step + 2, h // step + 2
+    # sample positions matched to cv2.resize's pixel-centre alignment, so upsampling reproduces them
+    gx = (np.arange(mw) + 0.5) * w / mw - 0.5 + x0
+    gy = (np.arange(mh) + 0.5) * h / mh - 0.5 + y0
+    pts = np.stack(np.meshgrid(gx, gy), -1).reshape(-1, 2)
+    q = _apply_h(np.linalg.inv(hm), pts)
+    s = q.copy()
+    for _ in range(4):
+        s = q - curl(s)
+    mx = cv2.resize(s[:, 0].reshape(mh, mw).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    my = cv2.resize(s[:, 1].reshape(mh, mw).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.convertMaps(mx, my, cv2.CV_16SC2)
+
+
+def _glare(img, rng, strength, quad):
+    """Specular highlight: an additive soft ellipse somewhere on the page."""
+    H, W = img.shape[:2]
+    c = quad.mean(0) + rng.normal(0, 0.2, 2) * (quad.max(0) - quad.min(0))
+    r = rng.uniform(0.06, 0.2) * max(W, H)
+    x0, y0 = int(max(0, c[0] - 2 * r)), int(max(0, c[1] - 2 * r))
+    x1, y1 = int(min(W, c[0] + 2 * r)), int(min(H, c[1] + 2 * r))
+    if x1 <= x0 or y1 <= y0:
+        return
+    d = 8
+    yy, xx = np.mgrid[y0:y1:d, x0:x1:d].astype(np.float32)
+    a = rng.uniform(0, np.pi)
+    u = ((xx - c[0]) * math.cos(a) + (yy - c[1]) * math.sin(a)) / r
+    v = (-(xx - c[0]) * math.sin(a) + (yy - c[1]) * math.cos(a)) / (r * rng.uniform(0.3, 0.8))
+    g = np.clip(160 * strength * np.exp(-(u * u + v * v) * 1.5), 0, 255).astype(np.uint8)
+    g = cv2.resize(g, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    img[y0:y1, x0:x1] = cv2.add(img[y0:y1, x0:x1], cv2.merge([g, g, g]))

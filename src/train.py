@@ -1,0 +1,197 @@
+"""Stage II: k-fold fine-tuning on the target competition's (photo-like) training images.
+
+    # all folds in one process, starting from the Stage I checkpoint (paper: 30 epochs, lr 1e-4, batch 32)
+    python -m src.train --fold=all --cache=ecg-synth-comp-roi_clahe-512x768 --train_csv=ecg-synth-comp/train.csv \
+        --folds_csv=ecg-synth-comp-folds/folds.csv --init=outputs/pretrain/stage1/best.pt --name=stage2
+    # one fold (e.g. one Kaggle session per fold), or ImageNet weights / random init (the single-stage baseline)
+    python -m src.train --fold=2 ... --pretrained=weights/convnext_base_22k.pth --name=baseline
+    # 2 GPUs (Kaggle T4 x2); several machines: torchrun --nnodes=N --node_rank=i --rdzv_backend=c10d \
+    #   --rdzv_endpoint=HOST:29500 --nproc_per_node=G -m src.train ...
+    torchrun --standalone --nproc_per_node=2 -m src.train --fold=all ... --name=stage2
+    # an interrupted fold continues exactly from its last.pt; finished folds are skipped
+    python -m src.train --fold=all ... --name=stage2 --resume
+
+Each fold k trains on the other folds' images and validates on fold k (early stopping on its macro-AUROC), in
+outputs/train/<name>/fold<k>/: config.yaml, git.txt, log.csv, log.jsonl, learning_curve.png, best.pt, last.pt,
+oof.csv (id, fold, labels, pred_<label> of best.pt on fold k), thresholds.json and done.json (finished; such a fold
+is skipped when run again). The run folder itself gets config.yaml, preprocess.yaml (copied from the cache: the
+preprocessing src.infer must re-apply to test images), oof.csv over every finished fold and oof_metrics.json; the
+OOF macro-AUROC over all folds is printed at the end.
+
+Thresholds (thresholds.json, used by the hard vote in src.infer): per class, chosen on that fold's OOF predictions;
+`f1` (default) takes the score cut maximising F1 (predict positive when score >= threshold: the thresholded F1
+is what the hard vote turns into a score), `youden` maximises TPR - FPR. A class without both outcomes in the fold
+gets 0.5. Format: {"method", "labels", "thresholds": {label: t}, "score": {label: F1 or J at t}, "n": {label: n}}.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import find_input, parse_args, run_dir
+from .data import CacheDataset, join_cache, read_competition_table
+from .engine import FitConfig, barrier, check_resumable, fit, norm_tensors, setup_runtime
+from .model import create_model, init_from_checkpoint, load_checkpoint
+from .score import macro_auroc, per_class_auroc
+from .utils import imread, prepare_run_dir, seed_everything, write_csv, write_json
+
+
+@dataclasses.dataclass(kw_only=True)
+class TrainConfig(FitConfig):
+    """Stage II: fine-tuning per fold on the target competition (paper: 30 epochs, lr 1e-4, batch 32)."""
+    cache: str  # preprocessed cache of the training images (src.preprocess); its preprocess.yaml is copied here
+    train_csv: str  # competition train.csv (id, labels..., patient_id); label columns follow sample_submission.csv
+    folds_csv: str  # folds.csv (id, fold) from `python -m src.folds`
+    fold: str = "all"  # folds to train: all | k | comma list such as 0,3
+    init: str = ""  # Stage I checkpoint (outputs/pretrain/<name>/best.pt); head replaced when label sets differ
+    name: str = "stage2"  # run folder outputs/train/<name>
+    threshold: str = "f1"  # per-class threshold rule on each fold's OOF: f1 | youden
+    epochs: int = 30  # maximum epochs per fold (paper: 30)
+
+
+def choose_thresholds(y: np.ndarray, p: np.ndarray, labels: list[str], method: str = "f1") -> dict:
+    """Per-class thresholds on OOF predictions (see the module docstring)."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+    if method not in ("f1", "youden"):
+        raise ValueError(f"--threshold={method}: choose f1 or youden")
+    thr, score, n = {}, {}, {}
+    for j, lb in enumerate(labels):
+        keep = ~np.isnan(y[:, j])
+        yj, pj = y[keep, j], p[keep, j]
+        n[lb] = int(keep.sum())
+        if yj.size == 0 or yj.min() == yj.max():
+            thr[lb], score[lb] = 0.5, None
+            continue
+        if method == "f1":
+            prec, rec, t = precision_recall_curve(yj, pj)
+            f1 = 2 * prec[:-1] * rec[:-1] / np.maximum(prec[:-1] + rec[:-1], 1e-12)
+            k = int(np.argmax(f1))
+            thr[lb], score[lb] = float(t[k]), float(f1[k])
+        else:
+            fpr, tpr, t = roc_curve(yj, pj)
+            ok = np.isfinite(t)
+            k = int(np.argmax((tpr - fpr)[ok]))
+            thr[lb], score[lb] = float(t[ok][k]), float((tpr - fpr)[ok][k])
+    return {"method": method, "labels": labels, "thresholds": thr, "score": score, "n": n}
+
+
+def select_folds(spec: str, available: list[int]) -> list[int]:
+    if spec.strip().lower() == "all":
+        return available
+    try:
+        want = [int(s) for s in spec.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise SystemExit(f"--fold={spec}: expected all, a fold number or a comma list") from None
+    bad = [k for k in want if k not in available]
+    if bad:
+        raise SystemExit(f"--fold={spec}: folds {bad} not in folds.csv (has {available})")
+    return want
+
+
+def load_table(cfg: TrainConfig) -> tuple[pd.DataFrame, list[str]]:
+    table, labels = read_competition_table(find_input(cfg.train_csv))
+    folds_path = find_input(cfg.folds_csv)
+    folds = pd.read_csv(folds_path, dtype={"id": str})
+    if not {"id", "fold"} <= set(folds.columns):
+        raise SystemExit(f"{folds_path}: needs columns id, fold (write it with `python -m src.folds`)")
+    df = table.merge(folds[["id", "fold"]], on="id", how="left")
+    if df["fold"].isna().any():
+        raise SystemExit(f"{int(df['fold'].isna().sum())} training ids are not in {folds_path} (e.g. "
+                         f"{df.loc[df['fold'].isna(), 'id'].iloc[0]!r}): rebuild it for this train.csv")
+    df["fold"] = df["fold"].astype(int)
+    return join_cache(df, find_input(cfg.cache), what="training images"), labels
+
+
+def summarise_oof(out: Path, labels: list[str], folds: list[int]) -> dict | None:
+    """Joins the finished folds' oof.csv into <run>/oof.csv and scores it (printed)."""
+    done = [k for k in folds if (out / f"fold{k}" / "done.json").exists()]
+    if not done:
+        return None
+    oof = pd.concat([pd.read_csv(out / f"fold{k}" / "oof.csv", dtype={"id": str}) for k in done],
+                    ignore_index=True)
+    write_csv(out / "oof.csv", oof)
+    y, p = oof[labels].to_numpy(float), oof[[f"pred_{lb}" for lb in labels]].to_numpy(float)
+    auc = per_class_auroc(y, p, labels, skip_degenerate=True)
+    res = {"folds": done, "n": len(oof), "macro_auroc": macro_auroc(y, p, labels, skip_degenerate=True), "auroc": auc}
+    write_json(out / "oof_metrics.json", res)
+    missing = sorted(set(folds) - set(done))
+    print(f"OOF macro-AUROC {res['macro_auroc']:.4f} over folds {done} ({len(oof)} images) "
+          + " ".join(f"{k}={v:.3f}" for k, v in auc.items())
+          + (f"; folds {missing} not finished" if missing else ""), flush=True)
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_args(TrainConfig, argv)
+    rt = setup_runtime(cfg)
+    out = run_dir("train", cfg.name)
+    df, labels = load_table(cfg)
+    folds_all = sorted(df["fold"].unique().tolist())
+    todo = select_folds(cfg.fold, folds_all)
+    for k in todo:
+        check_resumable(out / f"fold{k}", cfg.resume)
+    cache = find_input(cfg.cache)
+    size = imread(df["file"].iloc[0]).shape[:2]
+    if rt.main:
+        prepare_run_dir(out, cfg)
+        if (cache / "preprocess.yaml").is_file():
+            shutil.copyfile(cache / "preprocess.yaml", out / "preprocess.yaml")
+        else:
+            print(f"[train] WARNING {cache}/preprocess.yaml missing: infer cannot re-create this preprocessing",
+                  file=sys.stderr)
+    budget = cfg.session_epochs
+    results = {}
+    for k in todo:
+        fdir = out / f"fold{k}"
+        if (fdir / "done.json").exists() and (fdir / "best.pt").exists():
+            if rt.main:
+                print(f"[train] fold {k}: finished earlier, skipped")
+            continue
+        if cfg.session_epochs and budget <= 0:
+            break
+        seed_everything(cfg.seed, rt.rank)  # each fold starts from the same seed: --fold=k equals its part of all
+        model = create_model(cfg.arch, len(labels), cfg.pretrained or None, cfg.drop_rate, cfg.drop_path_rate)
+        if cfg.init:
+            what = init_from_checkpoint(model, load_checkpoint(find_input(cfg.init)), cfg.arch, labels, cfg.init)
+            if rt.main:
+                print(f"[train] fold {k}: initialised from {cfg.init}: {what}")
+        tr, va = df[df["fold"] != k].reset_index(drop=True), df[df["fold"] == k].reset_index(drop=True)
+        mean, std = (t.flatten().tolist() for t in norm_tensors(model, "cpu"))
+        if rt.main:
+            prepare_run_dir(fdir, cfg)
+        barrier(rt)
+        fold_cfg = dataclasses.replace(cfg, session_epochs=budget) if cfg.session_epochs else cfg
+        res = fit(fold_cfg, rt, model, labels,
+                  CacheDataset(tr["file"], tr[labels].to_numpy(np.float32), size=size),
+                  CacheDataset(va["file"], va[labels].to_numpy(np.float32), size=size), va["id"], fdir,
+                  extra_cols={"fold": k},
+                  input_info={"size": list(size), "mean": mean, "std": std, "cache": str(cache)})
+        budget -= res["epochs_run"] if cfg.session_epochs else 0
+        results[k] = res
+        if rt.main and res["finished"]:
+            oof = pd.read_csv(fdir / "oof.csv", dtype={"id": str})
+            write_json(fdir / "thresholds.json", choose_thresholds(
+                oof[labels].to_numpy(float), oof[[f"pred_{lb}" for lb in labels]].to_numpy(float), labels,
+                cfg.threshold))
+            write_json(fdir / "done.json", res)
+            print(f"[train] fold {k}: best val macro-AUROC {res['best_metric']:.4f} at epoch {res['best_epoch']}")
+        barrier(rt)
+        if not res["finished"]:
+            break
+    summary = summarise_oof(out, labels, folds_all) if rt.main else None
+    return {"out": str(out), "folds": results, "oof": summary}
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    sys.exit(0)

@@ -1,0 +1,94 @@
+"""Backbone creation, local-only pretrained weights, and checkpoint loading between stages (tiny timm models)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from src.config import LABELS
+from src.model import (WeightsMismatchError, create_model, head_keys, init_from_checkpoint, load_checkpoint)
+
+
+def _ckpt(model, arch, labels):
+    return {"model": model.state_dict(), "arch": arch, "labels": list(labels), "config": {}, "epoch": 1}
+
+
+def test_create_model_multilabel_head_with_dropout():
+    m = create_model("convnext_atto", num_classes=5, drop_rate=0.2).eval()
+    assert m(torch.rand(2, 3, 32, 64)).shape == (2, 5)
+    assert m.head.drop.p == 0.2
+    assert head_keys(m) == {"head.fc.weight", "head.fc.bias"}
+    with pytest.raises(ValueError, match="unknown timm architecture"):
+        create_model("convnext_nonexistent", 5)
+
+
+def test_pretrained_from_local_file_only(tmp_path):
+    src = create_model("convnext_atto", num_classes=1000, drop_rate=0.0)
+    f = tmp_path / "convnext_atto_in1k.pth"
+    torch.save(src.state_dict(), f)
+    m = create_model("convnext_atto", num_classes=5, pretrained=f)
+    assert torch.equal(m.stem[0].weight, src.stem[0].weight)
+    assert torch.equal(m.stages[3].blocks[0].mlp.fc1.weight, src.stages[3].blocks[0].mlp.fc1.weight)
+    assert m.head.fc.weight.shape == (5, 320)
+
+    with pytest.raises(FileNotFoundError, match="missing.pth.*never downloaded"):
+        create_model("convnext_atto", 5, pretrained=tmp_path / "missing.pth")
+
+
+def test_pretrained_file_of_another_architecture_names_both(tmp_path):
+    f = tmp_path / "weights.pth"
+    torch.save(create_model("resnet10t", num_classes=1000).state_dict(), f)
+    with pytest.raises(WeightsMismatchError, match=r"does not fit 'convnext_atto'.*ResNet"):
+        create_model("convnext_atto", 5, pretrained=f)
+    torch.save(create_model("convnext_femto", num_classes=1000).state_dict(), f)
+    with pytest.raises(WeightsMismatchError, match=r"convnext_atto.*convnext_femto"):
+        create_model("convnext_atto", 5, pretrained=f)
+
+
+def test_checkpoint_of_another_architecture_names_both(tmp_path):
+    m = create_model("convnext_atto", 5)
+    with pytest.raises(WeightsMismatchError, match=r"'resnet10t'.*'convnext_atto'"):
+        init_from_checkpoint(m, _ckpt(create_model("resnet10t", 5), "resnet10t", LABELS), "convnext_atto", LABELS)
+    # a checkpoint whose recorded arch is right but whose tensors are not (e.g. hand-edited) is caught on shapes
+    lying = _ckpt(create_model("convnext_femto", 5), "convnext_atto", LABELS)
+    with pytest.raises(WeightsMismatchError, match=r"convnext_femto.*does not fit 'convnext_atto'"):
+        init_from_checkpoint(m, lying, "convnext_atto", LABELS)
+
+
+def test_stage1_to_stage2_replaces_head_and_carries_backbone():
+    torch.manual_seed(0)
+    stage1_labels = ["MI", "AF", "HYP", "CD", "STTC", "NORM"]
+    s1 = create_model("convnext_atto", len(stage1_labels))
+    torch.manual_seed(1)
+    s2 = create_model("convnext_atto", len(LABELS))
+    fresh_head = s2.head.fc.weight.detach().clone()
+    what = init_from_checkpoint(s2, _ckpt(s1, "convnext_atto", stage1_labels), "convnext_atto", LABELS)
+    assert "new head" in what
+    sd1, sd2 = s1.state_dict(), s2.state_dict()
+    for k in sd2:
+        if k in head_keys(s2):
+            continue
+        assert torch.equal(sd1[k], sd2[k]), k
+    assert s2.head.fc.weight.shape == (5, 320) and torch.equal(s2.head.fc.weight, fresh_head)
+
+
+def test_same_label_set_in_other_order_carries_head_reordered():
+    torch.manual_seed(0)
+    order = ["STTC", "CD", "HYP", "AF", "MI"]
+    s1 = create_model("convnext_atto", 5).eval()
+    s2 = create_model("convnext_atto", 5).eval()
+    init_from_checkpoint(s2, _ckpt(s1, "convnext_atto", order), "convnext_atto", LABELS)
+    x = torch.rand(2, 3, 32, 64)
+    with torch.no_grad():
+        assert torch.allclose(s2(x), s1(x)[:, [order.index(lb) for lb in LABELS]], atol=1e-6)
+
+
+def test_load_checkpoint_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.pt"):
+        load_checkpoint(tmp_path / "nothere.pt")
+    f = tmp_path / "plain.pth"
+    torch.save(create_model("convnext_atto", 5).state_dict(), f)
+    with pytest.raises(ValueError, match="not an ecgka checkpoint.*--pretrained"):
+        load_checkpoint(f)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt: not a readable"):
+        load_checkpoint(tmp_path / "junk.pt")

@@ -1,0 +1,100 @@
+"""src/photo.py: the camera moves every label with the pixels; paper corners, ROI box and lead boxes are right."""
+import json
+
+import numpy as np
+import pytest
+
+from src import photo, render
+from tests.test_render import FS, dark_fraction, grey, spikes_signal
+
+
+def _page(dpi=60, **kw):
+    return render.render_ecg(spikes_signal(), FS, render.RenderParams(dpi=dpi, trace_mm=0.4, **kw),
+                             np.random.default_rng(0))
+
+
+def _plain_camera(**kw):
+    """Dark uniform desk, no clutter, even light: paper vs background is then unambiguous in the pixels."""
+    base = dict(out_size=(960, 540), background="plain", bg_rgb=(30, 30, 34), clutter=0, light_grad=0.0,
+                vignette=0.0, shadows=0, glare=0.0, noise=1.0, defocus=0.0, jpeg=0)
+    return photo.PhotoParams(**{**base, **kw})
+
+
+def _apply(h, pts):
+    q = np.c_[pts, np.ones(len(pts))] @ np.asarray(h).T
+    return q[:, :2] / q[:, 2:3]
+
+
+@pytest.mark.parametrize("cam", [dict(tilt=25, tilt_dir=40, roll=8), dict(tilt=10, tilt_dir=200, roll=-95),
+                                 dict(tilt=18, tilt_dir=300, roll=3, curl=0.02, curl_axis=0),
+                                 dict(tilt=5, roll=180, curl=0.015, curl_axis=1, curl_shape=(-1.0, 0.5))])
+def test_homography_maps_page_corners_onto_paper_edges(cam):
+    page, meta = _page()
+    img, m = photo.photograph(page, meta, _plain_camera(**cam), np.random.default_rng(1))
+    assert img.shape == (540, 960, 3) and m["size"] == [960, 540]
+    json.dumps(m)
+    ph, pw = page.shape[:2]
+    corners = np.array([[0, 0], [pw - 1, 0], [pw - 1, ph - 1], [0, ph - 1]], float)
+    quad = _apply(m["homography"], corners)
+    assert np.allclose(quad, m["paper_quad"], atol=1e-6)
+    # in the pixels: just inside each corner is paper (bright), just outside is the dark desk
+    g = grey(img)
+    centre = quad.mean(0)
+    for c in quad:
+        u = (centre - c) / np.linalg.norm(centre - c)
+        inside, outside = np.round(c + 6 * u).astype(int), np.round(c - 6 * u).astype(int)
+        assert g[inside[1], inside[0]] > 120, (c, "paper expected")
+        if 0 <= outside[0] < 960 and 0 <= outside[1] < 540:
+            assert g[outside[1], outside[0]] < 80, (c, "background expected")
+    # and the paper edge itself: mid-points of each side (through the full map, bend included) separate the two
+    if not cam.get("curl"):
+        for k in range(4):
+            a, b = quad[k], quad[(k + 1) % 4]
+            mid, n = (a + b) / 2, np.array([-(b - a)[1], (b - a)[0]]) / np.linalg.norm(b - a)
+            n = n if np.dot(centre - mid, n) > 0 else -n
+            pin, pout = np.round(mid + 4 * n).astype(int), np.round(mid - 4 * n).astype(int)
+            assert g[pin[1], pin[0]] > 120 and g[pout[1], pout[0]] < 80
+    # traces are where the metadata says, bend or not
+    assert dark_fraction(img, m, thr=120) > 0.9
+
+
+def test_roi_box_contains_all_lead_boxes_and_is_tight():
+    page, meta = _page(dpi=50)
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        pp = photo.sample_photo_params(rng, out_size=(640, 352))
+        img, m = photo.photograph(page, meta, pp, rng)
+        x0, y0, x1, y1 = m["roi_box"]
+        assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 352
+        for lead in m["leads"]:
+            bx0, by0, bx1, by1 = lead["bbox"]
+            assert x0 <= bx0 <= bx1 <= x1 and y0 <= by0 <= by1 <= y1, (seed, lead["name"])
+        if pp.curl == 0:  # a pure homography: the box is exactly the bounds of the projected grid corners
+            g = np.array(meta["grid_box_mm"]) * meta["page_px_per_mm"]
+            c = _apply(m["homography"], np.array([[g[0], g[1]], [g[2], g[1]], [g[2], g[3]], [g[0], g[3]]]))
+            want = [max(0, c[:, 0].min()), max(0, c[:, 1].min()), min(640, c[:, 0].max()), min(352, c[:, 1].max())]
+            assert np.allclose(m["roi_box"], want, atol=1e-6)
+
+
+def test_make_image_photo_is_deterministic_and_sized():
+    sig = spikes_signal()
+    a, ma = render.make_image(sig, FS, np.random.default_rng(5), "photo", size=(640, 352))
+    b, mb = render.make_image(sig, FS, np.random.default_rng(5), "photo", size=(640, 352))
+    c, _ = render.make_image(sig, FS, np.random.default_rng(6), "photo", size=(640, 352))
+    assert a.shape == (352, 640, 3) and np.array_equal(a, b) and ma == mb and not np.array_equal(a, c)
+    assert set(ma) >= {"paper_quad", "homography", "roi_box", "leads", "photo", "params", "size"}
+    assert np.shape(ma["paper_quad"]) == (4, 2) and np.shape(ma["homography"]) == (3, 3)
+    assert json.loads(json.dumps(ma)) == ma
+
+
+def test_default_photo_is_bhf_sized_and_trace_aligned():
+    assert photo.PhotoParams().out_size == (3460, 1900)
+    assert photo.sample_photo_params(np.random.default_rng(0)).out_size == (3460, 1900)
+    page, meta = _page(dpi=200, artefacts={"crease": [1, 0.8], "wrinkle": [1, 0.8]})
+    pp = _plain_camera(out_size=(3460, 1900), tilt=20, tilt_dir=120, curl=0.012, defocus=0.8, noise=3, jpeg=85,
+                       background="wood", bg_rgb=(120, 84, 52), clutter=3, shadows=1, light_grad=0.2)
+    img, m = photo.photograph(page, meta, pp, np.random.default_rng(2))
+    assert img.shape == (1900, 3460, 3)
+    assert dark_fraction(img, m, thr=120) > 0.9
+    # px_per_mm after the camera is the local scale at the grid centre: page scale x |det J| ** 0.5
+    assert 0.3 < m["px_per_mm"] / m["page_px_per_mm"] < 3
