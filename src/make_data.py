@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from . import render, synth
+from .roi import write_yolo_yaml, yolo_label
 from .config import LABELS, parse_args, paths
 from .utils import imwrite, parallel_map, write_csv, write_json, write_text
 
@@ -174,13 +175,9 @@ def make_roi(cfg: MakeDataConfig, root: Path, p: dict) -> None:
     _run(jobs, cfg, "roi set")
     for j in jobs:  # labels from the sidecars: cheap, and correct on resume too
         meta = json.loads(Path(j.sidecar_path).read_text())["render"]
-        w, h = meta["size"]
-        x0, y0, x1, y1 = meta["roi_box"]
-        x0, x1 = np.clip([x0, x1], 0, w)
-        y0, y1 = np.clip([y0, y1], 0, h)
         label = Path(j.image_path.replace("/images/", "/labels/")).with_suffix(".txt")
-        write_text(label, f"0 {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}\n")
-    write_text(d / "dataset.yaml", f"path: {d.resolve()}\ntrain: images/train\nval: images/val\nnames:\n  0: ecg\n")
+        write_text(label, yolo_label(meta["roi_box"], *meta["size"]))
+    write_yolo_yaml(d)
 
 
 def main(argv=None) -> None:

@@ -26,7 +26,6 @@ gets 0.5. Format: {"method", "labels", "thresholds": {label: t}, "score": {label
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import sys
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from .config import find_input, parse_args, run_dir
 from .data import CacheDataset, join_cache, read_competition_table
 from .engine import FitConfig, barrier, check_resumable, fit, norm_tensors, setup_runtime
 from .model import create_model, init_from_checkpoint, load_checkpoint
+from .preprocess import export_config
 from .score import macro_auroc, per_class_auroc
 from .utils import imread, prepare_run_dir, seed_everything, write_csv, write_json
 
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     if rt.main:
         prepare_run_dir(out, cfg)
         if (cache / "preprocess.yaml").is_file():
-            shutil.copyfile(cache / "preprocess.yaml", out / "preprocess.yaml")
+            export_config(cache, out)
         else:
             print(f"[train] WARNING {cache}/preprocess.yaml missing: infer cannot re-create this preprocessing",
                   file=sys.stderr)

@@ -1,0 +1,507 @@
+"""The ROI detector: where on a photo the printed ECG grid is. YOLO trained on the photo renderer's free boxes, with a
+classical OpenCV fallback so preprocessing never needs a trained model.
+
+    python -m src.roi train --data=input/ecg-synth-roi/dataset.yaml --epochs=30 --imgsz=416 --name=yolov8n
+    python -m src.roi train --data=... --model=path/to/local.pt          # fine-tune local weights
+    python -m src.roi predict --weights=outputs/roi/yolov8n/best.pt --src=<image | folder> --out=roi.csv
+    python -m src.roi predict --src=<folder>                             # no weights: the OpenCV fallback
+
+In Python: `detect_roi(img, weights=None, conf=0.25) -> ([x0, y0, x1, y1], confidence)` (photo pixels).
+
+Training writes outputs/roi/<name>/: config.yaml, git.txt, best.pt (stable path for preprocessing), metrics.json
+(mAP and the mean IoU of the top box on the val split), yolo/ (ultralytics' own run folder: last.pt, results.csv).
+
+Offline: ultralytics probes the network on import, downloads Arial.ttf for its dataset check, and downloads a model for
+its AMP check. `import_yolo()` is the one place that imports it, after pointing YOLO_CONFIG_DIR at a private folder
+that already holds a font (matplotlib's DejaVuSans under the names it looks for) and with YOLO_OFFLINE=1; training
+passes amp=False on CPU, and on CUDA skips the AMP self-test (it needs a download). Models start from a yaml
+(`yolov8n.yaml`): `YOLO("yolov8n.pt")` would try a download. Importing ultralytics (and each train/predict setup)
+drops torch to one thread; we put the thread count back so later stages are not slowed.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .config import paths, parse_args, run_dir
+from .utils import atomic_path, imread, prepare_run_dir, set_threads, write_csv, write_json
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+FALLBACK_SIDE = 640  # the classical detector works on a copy downscaled to this longest side (~2 px per mm of paper)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ultralytics, offline (the one place it is imported)
+# ----------------------------------------------------------------------------------------------------------------
+def _font_file() -> Path:
+    import matplotlib
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
+@contextlib.contextmanager
+def keep_threads():
+    """ultralytics resets torch to one thread in select_device() (every train/predict setup); undo that on exit."""
+    import torch
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        set_threads(n)
+
+
+def import_yolo():
+    """Returns the ultralytics YOLO class, imported with no network access possible."""
+    if "ultralytics" not in sys.modules:
+        cfg_dir = Path(os.environ.get("YOLO_CONFIG_DIR") or paths().outputs / "roi" / ".ultralytics")
+        os.environ["YOLO_CONFIG_DIR"] = str(cfg_dir)
+        os.environ["YOLO_OFFLINE"] = "1"  # is_online() -> False: no DNS probe, no hub/event calls, no update checks
+        font_dir = cfg_dir / "Ultralytics"  # ultralytics appends this sub-folder to YOLO_CONFIG_DIR
+        for name in ("Arial.ttf", "Arial.Unicode.ttf"):  # check_font() finds these here and never downloads
+            if not (font_dir / name).exists():
+                font_dir.mkdir(parents=True, exist_ok=True)
+                with atomic_path(font_dir / name) as tmp:
+                    shutil.copyfile(_font_file(), tmp)
+        omp = os.environ.get("OMP_NUM_THREADS")
+        with keep_threads():
+            import ultralytics  # noqa: F401  (sets OMP_NUM_THREADS=1, torch and cv2 to 1 thread)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)  # leave child processes the default
+        from ultralytics import settings
+        off = {k: False for k in ("sync", "clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb",
+                                  "vscode_msg", "openvino_msg") if settings.get(k)}
+        if off:
+            settings.update(off)  # no telemetry, no experiment-tracker callbacks
+    from ultralytics import YOLO
+    return YOLO
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Detection
+# ----------------------------------------------------------------------------------------------------------------
+_MODELS: dict[str, object] = {}
+
+
+def load_model(weights: str | Path):
+    """A YOLO model per weights path, loaded once per process."""
+    key = str(Path(weights).resolve())
+    if key not in _MODELS:
+        if not Path(weights).exists():
+            raise FileNotFoundError(f"ROI weights {weights} not found; train them with `python -m src.roi train` or "
+                                    f"leave roi_weights empty to use the OpenCV fallback")
+        YOLO = import_yolo()
+        with keep_threads():
+            _MODELS[key] = YOLO(key, task="detect")
+    return _MODELS[key]
+
+
+def downscale(img: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    """The image shrunk so its longest side is at most `side` (itself if already small), and the factor full/small.
+
+    Shrinks by an integer factor k with INTER_AREA (k x k block means, OpenCV's fast path: ~3x quicker than a
+    fractional factor on a 6.5 Mpx photo); the last < k rows/columns are dropped, which no detector notices.
+    """
+    h, w = img.shape[:2]
+    k = int(np.ceil(max(h, w) / side))
+    if k <= 1:
+        return img, 1.0
+    small = cv2.resize(img[: h // k * k, : w // k * k], (w // k, h // k), interpolation=cv2.INTER_AREA)
+    return small, float(k)
+
+
+def yolo_roi(img: np.ndarray, weights: str | Path) -> tuple[list[float] | None, float]:
+    """Top YOLO box in photo pixels and its confidence ((None, 0.0) when it finds nothing)."""
+    model = load_model(weights)
+    imgsz = (getattr(model, "ckpt", None) or {}).get("train_args", {}).get("imgsz") or 416  # predict as trained
+    imgsz = int(max(imgsz) if isinstance(imgsz, (list, tuple)) else imgsz)
+    small, f = downscale(img, imgsz)
+    with keep_threads():
+        res = model.predict(np.ascontiguousarray(small[..., ::-1]), imgsz=imgsz, conf=0.01, max_det=1,
+                            verbose=False)[0]  # numpy input is taken as BGR
+    if res.boxes is None or len(res.boxes) == 0:
+        return None, 0.0
+    b = res.boxes.xyxy[0].cpu().numpy().astype(float) * f
+    h, w = img.shape[:2]
+    box = [float(v) for v in np.clip(b, 0, [w, h, w, h])]
+    return box, float(res.boxes.conf[0])
+
+
+def _largest_box(mask: np.ndarray) -> tuple[list[int] | None, float]:
+    """Bounding box of the largest connected component and the fraction of that box it fills."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return None, 0.0
+    i = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h, area = stats[i]
+    return [int(x), int(y), int(x + w), int(y + h)], float(area) / float(w * h)
+
+
+def dark_strokes(lab: np.ndarray) -> np.ndarray:
+    """Black-hat of lightness (5 px): how much darker each pixel is than its surroundings (traces, text, lines)."""
+    return cv2.morphologyEx(lab[..., 0], cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5)))
+
+
+def paper_mask(small: np.ndarray, lab: np.ndarray | None = None) -> np.ndarray:
+    """uint8 mask of the ECG sheet on a (downscaled) photo: a large bright, near-neutral region with ink on it.
+
+    Paper is the brightest low-chroma thing in most ECG photos, so lightness - 2 chroma, thresholded, outlines it. The
+    sheet may be in shade, tinted by its grid, or beside a blank sheet or a bright desk, so several thresholds around
+    Otsu's are tried and each blob scored by the share of all dark strokes it holds minus half its share of the image
+    (the ECG holds most of the ink; a blob that swallowed the desk holds it too but is needlessly big). Holes
+    (traces, labels) are filled. All ones when no blob of 8-97% of the image exists.
+    """
+    sh, sw = small.shape[:2]
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB) if lab is None else lab
+    L = lab[..., 0].astype(np.float32)
+    chroma = np.hypot(lab[..., 1].astype(np.float32) - 128, lab[..., 2].astype(np.float32) - 128)
+    score = cv2.blur(L - 2.0 * chroma, (5, 5))
+    score = np.clip(score - score.min(), 0, None)
+    score = (255 * score / max(1e-6, float(score.max()))).astype(np.uint8)
+    t0, _ = cv2.threshold(score, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    k = max(3, min(sh, sw) // 60) | 1
+    ink = (dark_strokes(lab) > 25).astype(np.uint8)
+    n_ink = max(1, int(ink.sum()))
+    best, best_score = None, -np.inf
+    # The sheet may be darker than another sheet or a bright desk (shade, tinted grid): try several levels and keep
+    # the blob that holds most of the ink without being much bigger than needed.
+    for t in sorted({int(np.clip(t0 + d, 1, 254)) for d in (15, 0, -15, -30, -45, -60)}):
+        m = (score > t).astype(np.uint8)
+        m = cv2.morphologyEx(m, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+        for c in cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]:
+            area = cv2.contourArea(c) / (sh * sw)
+            if not 0.08 <= area <= 0.97:
+                continue
+            filled = np.zeros((sh, sw), np.uint8)
+            cv2.drawContours(filled, [c], -1, 1, thickness=-1)
+            sc = int((ink & filled).sum()) / n_ink - 0.5 * area
+            if sc > best_score:
+                best, best_score = filled, sc
+    return best if best is not None else np.ones((sh, sw), np.uint8)
+
+
+def classical_roi(img: np.ndarray) -> tuple[list[float], float, str]:
+    """OpenCV fallback: (box in photo pixels, score in [0, 1], method 'grid' | 'trace' | 'none').
+
+    First the sheet of paper (paper_mask), then inside it:
+    trace: the density of thin dark strokes (black-hat of lightness: traces, labels, grey grid lines), closed into
+      blobs; the box around every sizeable blob (rows of traces can lie far apart).
+    grid: ECG grids are printed in a tinted ink (red, pink, orange, green, blue) on white. First cue: the density of
+      thin tinted lines (top-hat of chroma, which ignores uniformly tinted desks or paper); second cue, for small
+      photos where the fine grid has blurred into a tint: the blurred chroma. Otsu splits the sheet into more / less
+      tinted, accepted only when the classes differ clearly, the blob holds most of the dark strokes (the traces lie
+      on the grid) and is at most twice the trace box. Otherwise the trace box is the answer.
+    The score is how solidly the blob fills its box: a heuristic, not a calibrated probability.
+    """
+    h, w = img.shape[:2]
+    small, f = downscale(img, FALLBACK_SIDE)
+    sh, sw = small.shape[:2]
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB)
+    paper = paper_mask(small, lab)
+    win = max(3, int(round(min(sh, sw) / 40)) | 1)  # ~1/40 of the short side: a few major grid squares
+    inner = cv2.erode(paper, cv2.getStructuringElement(cv2.MORPH_RECT, (win, win)))  # away from the page edge
+    if inner.sum() < 0.05 * sh * sw:
+        inner = paper
+    close = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * win + 1, 2 * win + 1))
+    k5 = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5))
+    result = None
+
+    # dark strokes (traces, text, grey grid lines) inside the sheet
+    strokes = dark_strokes(lab)
+    sv = strokes[inner > 0]
+    thr = max(12.0, float(np.percentile(sv, 97)) * 0.5) if sv.size else 12.0
+    dark = ((strokes > thr) & (inner > 0)).astype(np.uint8)
+
+    trace = None
+    if dark.any():
+        # rows of traces may lie further apart than any closing bridges: take every sizeable blob, not the largest
+        dens = cv2.blur(dark.astype(np.float32), (2 * win + 1, 2 * win + 1))
+        m = (dens > 0.3 * float(np.percentile(dens[dens > 0], 90))).astype(np.uint8)
+        m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (4 * win + 1,) * 2))
+        n, _, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+        if n > 1:
+            areas = stats[1:, cv2.CC_STAT_AREA]
+            keep = stats[1:][areas >= 0.15 * areas.max()]
+            box = [int(keep[:, 0].min()), int(keep[:, 1].min()), int((keep[:, 0] + keep[:, 2]).max()),
+                   int((keep[:, 1] + keep[:, 3]).max())]
+            fill = float(keep[:, cv2.CC_STAT_AREA].sum()) / max(1, (box[2] - box[0]) * (box[3] - box[1]))
+            trace = (box, fill, "trace")
+    # grid: density of thin tinted lines (top-hat of chroma: ignores uniformly tinted paper or desks); at low
+    # resolution the fine grid blurs into a tint, so the plain blurred chroma is the second cue.
+    chroma = np.hypot(lab[..., 1].astype(np.float32) - 128, lab[..., 2].astype(np.float32) - 128)
+    for cue in ("lines", "tint"):
+        src = cv2.morphologyEx(chroma, cv2.MORPH_TOPHAT, k5) if cue == "lines" else chroma
+        c = cv2.blur(src, (win, win))
+        vals = c[inner > 0]
+        if vals.size < 100:
+            break
+        c8 = np.clip(vals * 8, 0, 255).astype(np.uint8)  # 1/8 chroma unit per level
+        t8, _ = cv2.threshold(c8.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        t = t8 / 8.0
+        hi, lo = vals[vals > t], vals[vals <= t]
+        if not (hi.size > 0.1 * vals.size and lo.size > 0 and hi.mean() - lo.mean() > (1.5 if cue == "lines" else 4)):
+            continue
+        m = cv2.morphologyEx(((c > t) & (inner > 0)).astype(np.uint8), cv2.MORPH_CLOSE, close)
+        box, fill = _largest_box(m)
+        if box is not None and (box[2] - box[0]) * (box[3] - box[1]) > 0.05 * sh * sw:
+            inside = dark[box[1]:box[3], box[0]:box[2]].sum() / max(1, dark.sum())
+            area = (box[2] - box[0]) * (box[3] - box[1])
+            t_area = (trace[0][2] - trace[0][0]) * (trace[0][3] - trace[0][1]) if trace else area
+            # the traces lie on the grid, which is not much bigger than they are; else this tinted blob is not it
+            if inside > 0.6 and area < 2.0 * t_area:
+                result = (box, fill, "grid")
+                break
+    result = result or trace
+    if result is None:
+        box, _ = _largest_box(paper)
+        if box is None:
+            return [0.0, 0.0, float(w), float(h)], 0.0, "none"
+        result = (box, 0.0, "none")
+    box, fill, method = result
+    fb = [min(w, box[0] * f), min(h, box[1] * f), min(w, box[2] * f), min(h, box[3] * f)]
+    return [float(v) for v in fb], float(fill), method
+
+
+def detect_roi_info(img: np.ndarray, weights: str | Path | None = None, conf: float = 0.25) -> dict:
+    """{"box", "confidence", "method": yolo | grid | trace | none, "yolo_conf"}: YOLO when weights are given and it
+    is at least `conf` sure, otherwise the classical fallback."""
+    yconf = None
+    if weights:
+        box, yconf = yolo_roi(img, weights)
+        if box is not None and yconf >= conf:
+            return {"box": box, "confidence": yconf, "method": "yolo", "yolo_conf": yconf}
+    box, score, method = classical_roi(img)
+    return {"box": box, "confidence": score, "method": method, "yolo_conf": yconf}
+
+
+def detect_roi(img: np.ndarray, weights: str | Path | None = None, conf: float = 0.25) -> tuple[list[float], float]:
+    """(box [x0, y0, x1, y1] in photo pixels, confidence) of the printed grid area; see detect_roi_info."""
+    r = detect_roi_info(img, weights, conf)
+    return r["box"], r["confidence"]
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# YOLO datasets and evaluation
+# ----------------------------------------------------------------------------------------------------------------
+def read_split(data_yaml: str | Path, split: str = "val") -> list[tuple[Path, list[float]]]:
+    """[(image path, true box in pixels)] of one split of a YOLO dataset (first box of each label file)."""
+    import yaml
+    data_yaml = Path(data_yaml)
+    d = yaml.safe_load(data_yaml.read_text())
+    root = Path(d.get("path") or data_yaml.parent)
+    root = root if root.is_absolute() else data_yaml.parent / root
+    img_dir = root / d[split]
+    out = []
+    for p in sorted(q for q in img_dir.iterdir() if q.suffix.lower() in IMAGE_EXTS):
+        lab = Path(f"{os.sep}labels{os.sep}".join(str(p).rsplit(f"{os.sep}images{os.sep}", 1))).with_suffix(".txt")
+        if not lab.exists() or not lab.read_text().split():
+            continue
+        _, cx, cy, bw, bh = map(float, lab.read_text().split()[:5])
+        iw, ih = _image_size(p)
+        out.append((p, [(cx - bw / 2) * iw, (cy - bh / 2) * ih, (cx + bw / 2) * iw, (cy + bh / 2) * ih]))
+    return out
+
+
+def _image_size(p: Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    from PIL import Image
+    with Image.open(p) as im:
+        return im.size
+
+
+def evaluate(samples, weights: str | Path | None, conf: float = 0.25, yolo_only: bool = False) -> dict:
+    """Mean IoU of detected vs true boxes over [(image path or RGB array, true box)]."""
+    ious, methods = [], {}
+    for src, true in samples:
+        img = imread(src) if isinstance(src, (str, Path)) else src
+        if yolo_only:
+            box, _ = yolo_roi(img, weights)
+            method = "yolo"
+        else:
+            r = detect_roi_info(img, weights, conf)
+            box, method = r["box"], r["method"]
+        ious.append(iou(box, true) if box is not None else 0.0)
+        methods[method] = methods.get(method, 0) + 1
+    a = np.array(ious) if ious else np.zeros(1)
+    return {"mean_iou": float(a.mean()), "median_iou": float(np.median(a)), "frac_iou_ge_0.9": float((a >= 0.9).mean()),
+            "n": len(ious), "methods": methods}
+
+
+def yolo_label(box, w: int, h: int) -> str:
+    """One YOLO label line ('0 cx cy w h', normalised) for a pixel box, clipped to the image."""
+    x0, x1 = np.clip([box[0], box[2]], 0, w)
+    y0, y1 = np.clip([box[1], box[3]], 0, h)
+    return f"0 {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}\n"
+
+
+def write_yolo_yaml(root: str | Path) -> Path:
+    """dataset.yaml of a one-class (ecg) set laid out as images/{train,val}, labels/{train,val}."""
+    from .utils import write_text
+    root = Path(root)
+    write_text(root / "dataset.yaml", f"path: {root.resolve()}\ntrain: images/train\nval: images/val\nnames:\n  0: ecg\n")
+    return root / "dataset.yaml"
+
+
+def write_yolo_dataset(root: str | Path, items) -> Path:
+    """Writes a one-class YOLO set in make_data's layout from (id, split, RGB image, box [x0, y0, x1, y1]) tuples:
+    images/<split>/<id>.jpg, labels/<split>/<id>.txt, dataset.yaml. Returns the yaml."""
+    from .utils import imwrite, write_text
+    root = Path(root)
+    for iid, split, img, box in items:
+        imwrite(root / "images" / split / f"{iid}.jpg", img, quality=92)
+        write_text(root / "labels" / split / f"{iid}.txt", yolo_label(box, img.shape[1], img.shape[0]))
+    return write_yolo_yaml(root)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class RoiTrainConfig:
+    """Train the YOLO ROI detector offline on a YOLO-format dataset (make_data's ecg-synth-roi)."""
+    data: str  # dataset.yaml of the ROI set (e.g. input/ecg-synth-roi/dataset.yaml)
+    name: str = "yolov8n"  # run name: outputs/roi/<name>/
+    out: str = ""  # run folder (default outputs/roi/<name>)
+    model: str = "yolov8n.yaml"  # architecture yaml (from scratch) or a local .pt to fine-tune (nothing downloads)
+    epochs: int = 30  # training epochs
+    imgsz: int = 416  # square training size; predictions use the same
+    batch: int = 16  # images per batch
+    device: str = ""  # '' = cuda:0 when available else cpu; or 'cpu', '0', '0,1'
+    workers: int = 2  # dataloader worker processes
+    amp: str = "auto"  # auto (on for CUDA, off on CPU) | true | false
+    patience: int = 50  # early-stop after this many epochs without val improvement
+    minutes: float = 0.0  # wall-clock cap on training (0: none); ultralytics then fits the epochs into it
+    mosaic: float = 0.0  # mosaic probability; off: one large box per photo is learnt faster without it
+    overrides: str = ""  # more ultralytics train arguments, e.g. "lr0=0.005,warmup_epochs=1,degrees=5"
+    seed: int = 42  # training seed (ultralytics deterministic mode)
+    threads: int = 0  # torch/OpenCV threads to restore after ultralytics lowers them (0: one per core)
+    resume: bool = False  # continue an interrupted run from <out>/yolo/weights/last.pt
+
+
+def parse_overrides(text: str) -> dict:
+    """'k=v,k=v' -> {k: v} with YAML-typed values (numbers, booleans, strings)."""
+    import yaml
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        k, eq, v = part.partition("=")
+        if not eq:
+            raise SystemExit(f"--overrides: expected key=value, got {part!r}")
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def train(cfg: RoiTrainConfig) -> dict:
+    data = Path(cfg.data)
+    if not data.exists():
+        raise SystemExit(f"--data {data} not found; build the ROI set with `python -m src.make_data` "
+                         f"(it writes input/ecg-synth-roi/dataset.yaml)")
+    model_path = Path(cfg.model)
+    if model_path.suffix == ".pt" and not model_path.exists():
+        raise SystemExit(f"--model {cfg.model}: no such local file, and nothing can be downloaded offline; use "
+                         f"--model=yolov8n.yaml (train from scratch) or the path of a .pt you have")
+    out = Path(cfg.out) if cfg.out else run_dir("roi", cfg.name)
+    prepare_run_dir(out, cfg)
+    YOLO = import_yolo()
+    import torch
+    set_threads(cfg.threads)
+    device = cfg.device or ("0" if torch.cuda.is_available() else "cpu")
+    on_cuda = device != "cpu"
+    amp = on_cuda if cfg.amp == "auto" else cfg.amp.lower() in ("1", "true", "yes")
+    if amp:
+        # The AMP self-test loads yolo26n.pt (a download); offline it cannot run, so trust AMP on CUDA.
+        import ultralytics.engine.trainer as trainer_mod
+        trainer_mod.check_amp = lambda model: True
+    last = out / "yolo" / "weights" / "last.pt"
+    t0 = time.time()
+    with keep_threads():
+        if cfg.resume and last.exists():
+            model = YOLO(str(last))
+            model.train(resume=True)
+        else:
+            model = YOLO(cfg.model, task="detect")
+            model.train(data=str(data.resolve()), epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch, device=device,
+                        workers=cfg.workers, amp=amp, patience=cfg.patience, seed=cfg.seed, deterministic=True,
+                        mosaic=cfg.mosaic, project=str(out.resolve()), name="yolo", exist_ok=True, plots=False,
+                        verbose=False, **({"time": cfg.minutes / 60} if cfg.minutes > 0 else {}),
+                        **parse_overrides(cfg.overrides))
+    seconds = time.time() - t0
+    best = Path(model.trainer.best if Path(model.trainer.best).exists() else model.trainer.last)
+    with atomic_path(out / "best.pt") as tmp:
+        shutil.copyfile(best, tmp)
+    _MODELS.pop(str((out / "best.pt").resolve()), None)
+    raw = {k: float(v) for k, v in (model.trainer.metrics or {}).items() if isinstance(v, (int, float))}
+    val = evaluate(read_split(data, "val"), out / "best.pt", yolo_only=True)
+    metrics = {"mAP50": raw.get("metrics/mAP50(B)"), "mAP50-95": raw.get("metrics/mAP50-95(B)"),
+               "val_mean_iou": val["mean_iou"], "val_frac_iou_ge_0.9": val["frac_iou_ge_0.9"], "n_val": val["n"],
+               "epochs": int(getattr(model.trainer, "epoch", cfg.epochs - 1)) + 1, "imgsz": cfg.imgsz,
+               "train_seconds": round(seconds, 1), "device": device,
+               "ultralytics": raw}
+    write_json(out / "metrics.json", metrics)
+    print(f"[roi] best.pt -> {out / 'best.pt'}; val mean IoU {val['mean_iou']:.3f} (n={val['n']}), "
+          f"mAP50-95 {metrics['mAP50-95']}, {seconds:.0f}s")
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Prediction CLI
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class RoiPredictConfig:
+    """Detect the ROI on images and write a CSV (id, path, x0, y0, x1, y1, confidence, method)."""
+    src: str  # an image, or a folder of images
+    weights: str = ""  # YOLO weights (e.g. outputs/roi/yolov8n/best.pt); '' = OpenCV fallback only
+    conf: float = 0.25  # below this YOLO confidence the fallback is used
+    out: str = ""  # output CSV (default outputs/roi/predict/<src name>.csv)
+
+
+def predict(cfg: RoiPredictConfig):
+    import pandas as pd
+    src = Path(cfg.src)
+    if not src.exists():
+        raise SystemExit(f"--src {src} does not exist")
+    files = [src] if src.is_file() else sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    rows = []
+    for p in files:
+        try:
+            r = detect_roi_info(imread(p), cfg.weights or None, cfg.conf)
+        except OSError as e:  # one unreadable image never stops the run
+            rows.append({"id": p.stem, "path": str(p), "error": str(e)})
+            continue
+        rows.append({"id": p.stem, "path": str(p), **dict(zip(("x0", "y0", "x1", "y1"), np.round(r["box"], 1))),
+                     "confidence": round(r["confidence"], 4), "method": r["method"], "error": ""})
+    out = Path(cfg.out) if cfg.out else run_dir("roi", "predict") / f"{src.stem}.csv"
+    df = pd.DataFrame(rows)
+    write_csv(out, df)
+    print(f"[roi] {len(df)} images -> {out}")
+    return df
+
+
+def main(argv: list[str] | None = None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"train": (RoiTrainConfig, train), "predict": (RoiPredictConfig, predict)}
+    usage = "usage: python -m src.roi train|predict --key=value ...  (add --help after the command)"
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage)
+        return
+    if not argv or argv[0] not in commands:
+        raise SystemExit(usage)
+    cls, fn = commands[argv[0]]
+    return fn(parse_args(cls, argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

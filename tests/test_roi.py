@@ -1,0 +1,120 @@
+"""ROI detector: the OpenCV fallback on photo renders, and YOLO training + prediction end to end with no network."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from src import render, synth
+from src.config import REPO
+from src.roi import classical_roi, detect_roi, detect_roi_info, iou, write_yolo_dataset
+
+
+def _photo(seed, size):
+    rng = np.random.default_rng([seed, 4])
+    signal, smeta = synth.synthesize(rng)
+    return render.make_image(signal, smeta["fs"], rng, style="photo", size=size)
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return [_photo(s, (960, 528)) for s in range(8)]
+
+
+def test_fallback_finds_the_grid(photos):
+    ious, methods = [], set()
+    for img, meta in photos:
+        box, score, method = classical_roi(img)
+        assert 0 <= box[0] < box[2] <= img.shape[1] and 0 <= box[1] < box[3] <= img.shape[0]
+        assert 0.0 <= score <= 1.0
+        ious.append(iou(box, meta["roi_box"]))
+        methods.add(method)
+    # bench/roi.py measures ~0.89 mean IoU on held-out renders; a broken detector lands far below
+    assert np.mean(ious) > 0.75 and np.median(ious) > 0.8, ious
+    assert methods <= {"grid", "trace", "none"}
+
+
+def test_detect_roi_without_weights_is_the_fallback(photos):
+    img, _ = photos[0]
+    box, conf = detect_roi(img)
+    assert (box, conf) == tuple(detect_roi_info(img)[k] for k in ("box", "confidence"))
+    assert detect_roi_info(img)["method"] in ("grid", "trace")
+    with pytest.raises(FileNotFoundError, match="roi train"):
+        detect_roi(img, weights="/nonexistent/best.pt")
+
+
+# Runs in a fresh interpreter: counts every attempt to resolve or connect to a non-loopback address (and blocks it),
+# then trains, predicts, and reports the thread count ultralytics would otherwise have lowered.
+_GUARD = textwrap.dedent("""
+    import socket, os
+    LOG = os.environ["NET_LOG"]
+    def _local(host):
+        return str(host) in ("localhost", "127.0.0.1", "::1", "") or str(host).startswith("127.")
+    def _note(what):
+        with open(LOG, "a") as f:
+            f.write(what + "\\n")
+    _gai = socket.getaddrinfo
+    def getaddrinfo(host, *a, **k):
+        if not _local(host):
+            _note(f"getaddrinfo {host}")
+            raise socket.gaierror("network disabled in test")
+        return _gai(host, *a, **k)
+    socket.getaddrinfo = getaddrinfo
+    _connect = socket.socket.connect
+    def connect(self, addr):
+        if isinstance(addr, tuple) and not _local(addr[0]):
+            _note(f"connect {addr}")
+            raise OSError("network disabled in test")
+        return _connect(self, addr)
+    socket.socket.connect = connect
+""")
+
+_SCRIPT = textwrap.dedent("""
+    import sys, json, torch
+    torch.set_num_threads(2)
+    from src import roi
+    from src.utils import imread
+    data, out, img = sys.argv[1:4]
+    metrics = roi.main(["train", f"--data={data}", f"--out={out}", "--epochs=1", "--imgsz=96", "--batch=4",
+                        "--workers=0", "--threads=2"])
+    box, conf = roi.yolo_roi(imread(img), f"{out}/best.pt")
+    df = roi.main(["predict", f"--weights={out}/best.pt", f"--src={img}", f"--out={out}/pred.csv", "--conf=0.0"])
+    print("RESULT", json.dumps({"threads": torch.get_num_threads(), "box": box, "conf": conf,
+                                "method": df["method"].tolist(), "metrics": metrics["val_mean_iou"]}))
+""")
+
+
+def test_yolo_trains_and_predicts_offline(tmp_path):
+    items = []
+    for i in range(6):
+        img, meta = _photo(100 + i, (320, 176))
+        items.append((f"r{i}", "val" if i >= 4 else "train", img, meta["roi_box"]))
+    data = write_yolo_dataset(tmp_path / "roi-set", items)
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(_GUARD)
+    log = tmp_path / "net.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(guard), str(REPO)]), "NET_LOG": str(log),
+           "YOLO_CONFIG_DIR": str(tmp_path / "yolo-config")}
+    env.pop("YOLO_OFFLINE", None)  # the module must switch ultralytics offline by itself
+    cmd = [sys.executable, "-c", _SCRIPT, str(data), str(tmp_path / "run"), str(tmp_path / "roi-set/images/val/r4.jpg")]
+    # With root, a private network namespace makes the network truly unreachable as well.
+    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
+        cmd = ["unshare", "-n"] + cmd
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert not log.exists(), f"network attempts: {log.read_text()}"
+    res = json.loads(r.stdout.split("RESULT", 1)[1])
+    assert res["threads"] == 2  # ultralytics' one-thread setting was undone
+    run = tmp_path / "run"
+    for f in ("best.pt", "metrics.json", "config.yaml", "pred.csv"):
+        assert (run / f).exists(), f
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n_val"] == 2 and 0.0 <= metrics["val_mean_iou"] <= 1.0
+    assert (tmp_path / "yolo-config" / "Ultralytics" / "Arial.ttf").exists()
+    assert res["box"] is None or len(res["box"]) == 4
+    assert res["method"][0] in ("yolo", "grid", "trace", "none")
