@@ -1,0 +1,438 @@
+"""Predict the test images with every fold model of a Stage II run and vote them into a submission.
+
+    python -m src.infer --run outputs/train/stage2 --vote hard --out submissions/submission.csv
+    python -m src.infer --run stage2 --vote soft --folds 0,1 --batch_size 64 --amp bf16
+    python -m src.infer --run stage2 --test_dir /kaggle/input/<comp>/test --sample_submission .../sample_submission.csv
+
+What it does, in order:
+1. Reads the run: fold<k>/best.pt for the chosen folds, fold<k>/thresholds.json (per-class cut-offs chosen on that
+   fold's OOF predictions; 0.5 when missing) and <run>/preprocess.yaml, the PreprocessConfig the training cache was
+   built with. Test images go through `src.preprocess.preprocess_image` with that config: the very function and
+   settings training saw, never a copy.
+2. Test ids and the submission's columns come from sample_submission.csv (default: beside the run's train.csv; the
+   images from its test/ folder). Images are read and preprocessed by DataLoader workers while the models run.
+3. Every fold model predicts every batch (AMP on CUDA: bf16 where supported, else fp16; channels_last), and the
+   folds are voted:
+     hard  (the paper's) each fold says yes/no per class at its own threshold; the score is the share of folds
+           saying yes, so five folds give {0, 0.2, ..., 1}. AUROC only needs an order, and these ties cost a little
+           resolution but make the ensemble robust to one badly calibrated fold.
+     soft  mean probability.
+     rank  mean of each fold's per-class ranks scaled to (0, 1]: order-preserving, calibration-free.
+4. Writes the submission (ids, column names and order exactly as sample_submission.csv, checked before an atomic
+   write), <out stem>_folds.csv (id, fold, status, each fold's probabilities), <out stem>_info.json, and, when some
+   images could not be read or preprocessed, <out stem>_unreadable.csv. Those images get the training prevalence
+   of each class as their score so the submission is always complete.
+
+TTA: `--tta flip` averages each fold's probabilities over the image and its left-right mirror. Mirroring an ECG is
+not a label-preserving change: it reverses time (P waves after QRS, inverted ST slopes) and moves the lead columns
+(in the 3x4 layout I-III trade places with V4-V6 and aVR-aVF with V1-V3; the printed names come out mirrored), so
+a model not trained on flips sees an unphysical page and the average mostly dilutes the real view. A vertical flip
+would invert polarity, which changes diagnoses (ST elevation becomes depression) and is not offered. `none` is the
+default and what the paper submits; `flip` exists so its cost can be measured rather than assumed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import find_input, parse_args, paths
+from .utils import ImageReadError, default_workers, imread, set_threads, write_csv, write_json
+
+VOTES = ("hard", "soft", "rank")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ensembling: pure functions over per-fold probabilities [folds, N, C]
+# ----------------------------------------------------------------------------------------------------------------
+def hard_vote(probs: np.ndarray, thresholds: np.ndarray | float = 0.5) -> np.ndarray:
+    """The paper's vote: each fold says yes/no per class at its own thresholds ([folds, C], or one number); the score
+    is the fraction of folds saying yes, so five folds give {0, 0.2, ..., 1}. `>=` as in src.score's F1."""
+    p = np.asarray(probs, dtype=float)
+    thr = np.broadcast_to(np.asarray(thresholds, dtype=float), (p.shape[0], p.shape[2]))
+    return (p >= thr[:, None, :]).mean(axis=0)
+
+
+def soft_vote(probs: np.ndarray) -> np.ndarray:
+    """Mean probability over folds."""
+    return np.asarray(probs, dtype=float).mean(axis=0)
+
+
+def rank_vote(probs: np.ndarray) -> np.ndarray:
+    """Mean over folds of each fold's scores turned into ranks in (0, 1] per class (ties share their average rank).
+
+    AUROC only sees order, so this averages what each fold is sure of (the order) and ignores each fold's calibration
+    (one overconfident fold cannot dominate the mean as it can in a soft vote)."""
+    from scipy.stats import rankdata
+    p = np.asarray(probs, dtype=float)
+    return (rankdata(p, axis=1) / p.shape[1]).mean(axis=0)
+
+
+def ensemble(probs: np.ndarray, vote: str, thresholds: np.ndarray | float = 0.5) -> np.ndarray:
+    if vote == "hard":
+        return hard_vote(probs, thresholds)
+    if vote == "soft":
+        return soft_vote(probs)
+    if vote == "rank":
+        return rank_vote(probs)
+    raise ValueError(f"unknown vote {vote!r}; choose one of {', '.join(VOTES)}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run folder
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class InferConfig:
+    run: str  # Stage II run folder (outputs/train/<name>, or just <name>)
+    vote: str = "hard"  # fold ensembling: hard (paper: share of folds above their threshold) | soft (mean) | rank
+    tta: str = "none"  # none | flip (left-right mirror; unphysical for ECG pages, see the module docstring)
+    out: str = ""  # submission CSV (default: <submissions>/submission.csv)
+    test_dir: str = ""  # test images (default: test/ beside sample_submission.csv)
+    sample_submission: str = ""  # ids + columns to submit (default: beside the run's train.csv)
+    folds: str = "all"  # folds to use: all (every fold<k> with a checkpoint) or a comma list such as 0,1,2,3,4
+    checkpoint: str = "best.pt"  # file name inside each fold folder
+    batch_size: int = 32  # images per forward pass (every fold model sees each batch)
+    workers: int = -1  # loader processes reading + preprocessing images (-1: one per core, at most 8; 0: inline)
+    threads: int = 0  # torch CPU threads (0: one per core)
+    amp: str = "auto"  # auto (bf16 on Ampere+ GPUs, fp16 on older, off on CPU) | off | bf16 | fp16
+    channels_last: bool = True  # NHWC memory layout (faster convolutions)
+
+
+def resolve_run(run: str | Path) -> Path:
+    p = Path(run)
+    if p.is_dir():
+        return p
+    q = paths().outputs / "train" / str(run)
+    if q.is_dir():
+        return q
+    raise SystemExit(f"run folder {run} not found (also looked in {q}); train it with `python -m src.train`")
+
+
+def read_run_config(run: Path) -> dict:
+    import yaml
+    f = run / "config.yaml"
+    if not f.is_file():
+        raise SystemExit(f"{f} not found: {run} is not a Stage II run folder (python -m src.train writes it)")
+    return yaml.safe_load(f.read_text()) or {}
+
+
+def fold_dirs(run: Path, spec: str, checkpoint: str = "best.pt") -> dict[int, Path]:
+    """{k: fold<k>/<checkpoint>} for the requested folds; clear errors for folds that have no checkpoint."""
+    have = {int(d.name[4:]): d / checkpoint for d in run.glob("fold*") if d.name[4:].isdigit()}
+    have = {k: f for k, f in sorted(have.items()) if f.is_file()}
+    if spec.strip().lower() == "all":
+        if not have:
+            raise SystemExit(f"{run}: no fold<k>/{checkpoint}; has training finished? (python -m src.train)")
+        return have
+    try:
+        want = [int(x) for x in spec.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise SystemExit(f"--folds={spec}: expected all or a comma list such as 0,1,2,3,4") from None
+    missing = [k for k in want if k not in have]
+    if missing:
+        raise SystemExit(f"--folds={spec}: no {checkpoint} for fold(s) {missing} in {run} (available: {sorted(have)})")
+    return {k: have[k] for k in want}
+
+
+def read_thresholds(path: Path, labels: list[str]) -> tuple[np.ndarray, bool]:
+    """Per-class thresholds from a fold's thresholds.json ({"thresholds": {label: t}}); (0.5s, False) if absent."""
+    if not path.is_file():
+        return np.full(len(labels), 0.5), False
+    d = json.loads(path.read_text())
+    per = d.get("thresholds", d)
+    return np.array([float(per.get(lb, 0.5)) for lb in labels]), True
+
+
+def preprocess_config(run: Path, run_cfg: dict):
+    """The PreprocessConfig training used: <run>/preprocess.yaml (copied there by src.train), else the cache's."""
+    from .preprocess import load_config
+    if (run / "preprocess.yaml").is_file():
+        return load_config(run)
+    if run_cfg.get("cache"):
+        try:
+            d = find_input(run_cfg["cache"])
+            if (d / "preprocess.yaml").is_file():
+                return load_config(d)
+        except FileNotFoundError:
+            pass
+    raise SystemExit(f"{run}/preprocess.yaml not found (nor in the training cache {run_cfg.get('cache')!r}): the "
+                     f"preprocessing to apply to test images is unknown. Copy the cache's preprocess.yaml there.")
+
+
+def competition_files(cfg: InferConfig, run_cfg: dict) -> tuple[Path, Path]:
+    """(sample_submission.csv, test image folder) from the options, else from the run's train.csv location."""
+    if cfg.sample_submission:
+        sample = Path(cfg.sample_submission)
+    else:
+        try:
+            sample = find_input(run_cfg.get("train_csv", "")).parent / "sample_submission.csv"
+        except FileNotFoundError as e:
+            raise SystemExit(f"cannot find the competition of this run ({e}); pass --sample_submission and "
+                             f"--test_dir") from None
+    if not sample.is_file():
+        raise SystemExit(f"{sample} not found; pass --sample_submission=<competition>/sample_submission.csv")
+    test_dir = Path(cfg.test_dir) if cfg.test_dir else sample.parent / "test"
+    if not test_dir.is_dir():
+        raise SystemExit(f"test image folder {test_dir} not found; pass --test_dir")
+    return sample, test_dir
+
+
+def read_sample(sample: Path) -> tuple[pd.DataFrame, str, list[str]]:
+    header = list(pd.read_csv(sample, nrows=0).columns)
+    if len(header) < 2:
+        raise SystemExit(f"{sample}: needs an id column and label columns, found {header}")
+    df = pd.read_csv(sample, dtype={header[0]: str})
+    if df[header[0]].duplicated().any():
+        raise SystemExit(f"{sample}: duplicate ids, e.g. {df[header[0]][df[header[0]].duplicated()].iloc[0]!r}")
+    return df, header[0], header[1:]
+
+
+def training_prevalence(run: Path, run_cfg: dict, labels: list[str]) -> np.ndarray:
+    """Share of positives per class among the known training labels (the run's OOF table covers every training
+    image once all folds are done; else train.csv). The fallback score of an unreadable test image."""
+    f = run / "oof.csv"
+    if f.is_file():
+        df = pd.read_csv(f, dtype={"id": str})
+        if all(lb in df.columns for lb in labels) and len(df):
+            return np.nan_to_num(df[labels].astype(float).mean().to_numpy(), nan=0.5)
+    try:
+        df = pd.read_csv(find_input(run_cfg.get("train_csv", "")))
+        return np.nan_to_num(df[labels].astype(float).mean().to_numpy(), nan=0.5)
+    except (FileNotFoundError, KeyError, ValueError):
+        print("[infer] WARNING no training labels found; unreadable images get 0.5", file=sys.stderr)
+        return np.full(len(labels), 0.5)
+
+
+def load_fold_models(folds: dict[int, Path], labels: list[str] | None, device, channels_last: bool = True
+                     ) -> list[dict]:
+    """One dict per fold: fold, model (eval, on device), norm (mean, std tensors), order (model output column of each
+    of `labels`; None: the checkpoint's own labels), thresholds [C] in `labels` order, thresholds_found, size (input
+    H, W the model was trained on), arch, labels, path, input (the checkpoint's input info)."""
+    import torch
+    from .engine import norm_tensors
+    from .model import create_model, load_checkpoint
+    out = []
+    for k, f in folds.items():
+        ck = load_checkpoint(f)
+        ck_labels = list(ck["labels"])
+        labels = ck_labels if labels is None else labels
+        if sorted(ck_labels) != sorted(labels):
+            raise SystemExit(f"{f} predicts {ck_labels} but the submission wants {labels}; wrong run or competition?")
+        model = create_model(ck["arch"], len(ck_labels), None, drop_rate=0.0)
+        model.load_state_dict({key.removeprefix("module."): v for key, v in ck["model"].items()})
+        model.eval().to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        info = ck.get("input") or {}
+        if info.get("mean") and info.get("std"):
+            norm = (torch.tensor(info["mean"], device=device).view(1, 3, 1, 1),
+                    torch.tensor(info["std"], device=device).view(1, 3, 1, 1))
+        else:
+            norm = norm_tensors(model, device)
+        thr, found = read_thresholds(f.parent / "thresholds.json", ck_labels)
+        order = [ck_labels.index(lb) for lb in labels]  # model output column for each submission label
+        out.append({"fold": k, "model": model, "norm": norm, "order": order, "thresholds": thr[order],
+                    "thresholds_found": found, "size": info.get("size"), "arch": ck["arch"], "labels": list(labels),
+                    "path": f, "input": info})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Test images
+# ----------------------------------------------------------------------------------------------------------------
+class TestImages:
+    """Items: (uint8 [3, H, W], row index, error '' or message, seconds spent reading + preprocessing)."""
+
+    def __init__(self, files: list[str | None], ids: list[str], pcfg):
+        self.files, self.ids, self.pcfg = files, ids, pcfg
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        import torch
+        from .preprocess import preprocess_image
+        t0 = time.perf_counter()
+        h, w = self.pcfg.size
+        err = ""
+        try:
+            if self.files[i] is None:
+                raise ImageReadError(f"no image for id {self.ids[i]} in the test folder")
+            out, _ = preprocess_image(imread(self.files[i]), self.pcfg)
+        except ImageReadError as e:
+            err = str(e)
+        except Exception as e:  # noqa: BLE001 -- one odd image never stops a submission; it is listed instead
+            err = f"{self.files[i]}: preprocessing failed ({type(e).__name__}: {e})"
+        if err:
+            out = np.full((h, w, 3), 255, np.uint8)
+        x = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+        return x, i, err, time.perf_counter() - t0
+
+
+def find_images(test_dir: Path, ids: list[str]) -> list[str | None]:
+    """Image path per id (file name or stem match under test_dir, subfolders included); None where absent."""
+    from .sources import _image_index  # the competition reader's own id -> file rule
+    index = _image_index(test_dir)
+    return [str(index[i]) if i in index else (str(index[Path(i).stem]) if Path(i).stem in index else None)
+            for i in ids]
+
+
+def make_runtime(amp: str):
+    import torch
+    from .engine import Runtime
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if amp not in ("auto", "off", "bf16", "fp16"):
+        raise SystemExit(f"--amp={amp}: choose auto, off, bf16 or fp16")
+    if amp == "auto":
+        amp = "off" if device.type != "cuda" else ("bf16" if torch.cuda.get_device_capability()[0] >= 8 else "fp16")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return Runtime(device, 0, 1, dtype, use_scaler=False)
+
+
+def predict(folds: list[dict], dataset: TestImages, rt, batch_size: int = 32, workers: int = 0, tta: str = "none",
+            channels_last: bool = True) -> dict:
+    """Every fold's probabilities for every image: {"probs" [F, N, C] (NaN rows where unreadable), "errors" [N],
+    "seconds": {"preprocess" (summed over workers), "model", "wall"}}."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+    from .data import _seed_worker
+    from .engine import autocast, to_input
+    if tta not in ("none", "flip"):
+        raise SystemExit(f"--tta={tta}: choose none or flip")
+    n, c = len(dataset), len(folds[0]["order"])
+    probs = np.full((len(folds), n, c), np.nan, np.float32)
+    errors = [""] * n
+    if workers:
+        # Forked loader workers set OpenCV to one thread (data._seed_worker). If this process has used OpenCV's
+        # thread pool (tests run preprocessing in-process first), a child tearing down the inherited pool deadlocks
+        # in pthread_cond_destroy; with one OpenCV thread here there is no pool to inherit. Preprocessing happens in
+        # the workers, so this process needs none.
+        import cv2
+        cv2.setNumThreads(1)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        worker_init_fn=_seed_worker if workers else None, pin_memory=rt.device.type == "cuda",
+                        prefetch_factor=4 if workers else None)
+    t_pre = t_model = 0.0
+    t0 = time.perf_counter()
+    bar = tqdm(total=n, desc=f"infer {len(folds)} fold(s)", dynamic_ncols=True)
+    with torch.inference_mode():
+        for x, idx, errs, secs in loader:
+            t_pre += float(secs.sum())
+            idx = idx.numpy()
+            tm = time.perf_counter()
+            for f, fold in enumerate(folds):
+                xi = to_input(x, rt.device, *fold["norm"], channels_last)
+                with autocast(rt):
+                    p = torch.sigmoid(fold["model"](xi).float())
+                    if tta == "flip":
+                        p = 0.5 * (p + torch.sigmoid(fold["model"](torch.flip(xi, dims=[3])).float()))
+                probs[f, idx] = p.cpu().numpy()[:, fold["order"]]
+            t_model += time.perf_counter() - tm  # .cpu() above synchronises the device
+            for j, e in zip(idx, errs):
+                errors[j] = e
+            bar.update(len(idx))
+            bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - t0, 1e-9):.1f}")
+    bar.close()
+    bad = np.array([bool(e) for e in errors])
+    probs[:, bad] = np.nan
+    wall = time.perf_counter() - t0
+    return {"probs": probs, "errors": errors,
+            "seconds": {"preprocess": t_pre, "model": t_model, "wall": wall, "images_per_s": n / max(wall, 1e-9)}}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Submission
+# ----------------------------------------------------------------------------------------------------------------
+def check_submission(sub: pd.DataFrame, sample: pd.DataFrame, where: str = "submission") -> None:
+    """The file Kaggle will accept: same columns in the same order, same ids in the same order, finite numbers."""
+    if list(sub.columns) != list(sample.columns):
+        raise ValueError(f"{where}: columns {list(sub.columns)} differ from sample_submission's {list(sample.columns)}")
+    id_col = sample.columns[0]
+    if not sub[id_col].astype(str).equals(sample[id_col].astype(str)):
+        raise ValueError(f"{where}: ids or their order differ from sample_submission.csv")
+    vals = sub[list(sample.columns[1:])].to_numpy(dtype=float)
+    if not np.isfinite(vals).all():
+        raise ValueError(f"{where}: {int((~np.isfinite(vals)).sum())} missing/non-finite scores")
+
+
+def side_path(out: Path, suffix: str) -> Path:
+    return out.with_name(f"{out.stem}_{suffix}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_args(InferConfig, argv)
+    if cfg.vote not in VOTES:
+        raise SystemExit(f"--vote={cfg.vote}: choose one of {', '.join(VOTES)}")
+    run = resolve_run(cfg.run)
+    run_cfg = read_run_config(run)
+    pcfg = preprocess_config(run, run_cfg)
+    sample_path, test_dir = competition_files(cfg, run_cfg)
+    sample, id_col, labels = read_sample(sample_path)
+    out = Path(cfg.out) if cfg.out else paths().submissions / "submission.csv"
+    set_threads(cfg.threads)
+    rt = make_runtime(cfg.amp)
+    folds = load_fold_models(fold_dirs(run, cfg.folds, cfg.checkpoint), labels, rt.device, cfg.channels_last)
+    for fold in folds:
+        if fold["size"] and tuple(fold["size"]) != tuple(pcfg.size):
+            raise SystemExit(f"{fold['path']} was trained on {fold['size']} images but preprocess.yaml gives "
+                             f"{list(pcfg.size)}; the run folder mixes caches")
+    no_thr = [f["fold"] for f in folds if not f["thresholds_found"]]
+    if cfg.vote == "hard" and no_thr:
+        print(f"[infer] folds {no_thr} have no thresholds.json: voting at 0.5", file=sys.stderr)
+
+    ids = sample[id_col].tolist()
+    files = find_images(test_dir, ids)
+    workers = min(8, default_workers()) if cfg.workers < 0 else cfg.workers
+    print(f"[infer] {run}: folds {[f['fold'] for f in folds]} ({folds[0]['arch']}), {len(ids)} test images from "
+          f"{test_dir}, preprocess {pcfg.strategy} {pcfg.size[0]}x{pcfg.size[1]}, vote {cfg.vote}, tta {cfg.tta}, "
+          f"{rt.device.type} amp {rt.amp_dtype}")
+    res = predict(folds, TestImages(files, ids, pcfg), rt, cfg.batch_size, workers, cfg.tta, cfg.channels_last)
+    probs, errors = res["probs"], res["errors"]
+    bad = np.array([bool(e) for e in errors])
+
+    thresholds = np.stack([f["thresholds"] for f in folds])
+    scores = np.empty((len(ids), len(labels)))
+    if (~bad).any():
+        scores[~bad] = ensemble(probs[:, ~bad], cfg.vote, thresholds)
+    prev = training_prevalence(run, run_cfg, labels)
+    scores[bad] = prev
+    sub = pd.DataFrame({id_col: ids, **{lb: scores[:, j] for j, lb in enumerate(labels)}})
+    try:
+        check_submission(sub, sample, str(out))
+    except ValueError as e:  # cannot happen unless this code is wrong; never write a file Kaggle would reject
+        raise SystemExit(f"[infer] refusing to write: {e}") from None
+    write_csv(out, sub)
+
+    per_fold = pd.concat([pd.DataFrame({id_col: ids, "fold": f["fold"], "status": np.where(bad, "unreadable", "ok"),
+                                        **{lb: probs[i, :, j] for j, lb in enumerate(labels)}})
+                          for i, f in enumerate(folds)], ignore_index=True)
+    write_csv(side_path(out, "folds.csv"), per_fold)
+    unreadable = [{"id": ids[i], "path": files[i] or "", "error": errors[i]} for i in np.flatnonzero(bad)]
+    if unreadable:
+        write_csv(side_path(out, "unreadable.csv"), pd.DataFrame(unreadable))
+        print(f"[infer] {len(unreadable)} image(s) unreadable, scored with the training prevalence "
+              f"{np.round(prev, 3).tolist()}; listed in {side_path(out, 'unreadable.csv')}:", file=sys.stderr)
+        for u in unreadable[:10]:
+            print(f"  {u['error']}", file=sys.stderr)
+    sec = res["seconds"]
+    info = {"run": str(run), "vote": cfg.vote, "tta": cfg.tta, "folds": [f["fold"] for f in folds],
+            "arch": folds[0]["arch"], "labels": labels, "thresholds": {f["fold"]: f["thresholds"].tolist()
+                                                                        for f in folds},
+            "thresholds_missing": no_thr, "preprocess": dataclasses.asdict(pcfg), "n": len(ids),
+            "unreadable": unreadable, "prevalence": prev.tolist(), "seconds": sec, "device": rt.device.type,
+            "amp": str(rt.amp_dtype)}
+    write_json(side_path(out, "info.json"), info)
+    print(f"[infer] {len(ids)} images in {sec['wall']:.1f}s ({sec['images_per_s']:.1f} img/s; model "
+          f"{sec['model']:.1f}s, preprocessing {sec['preprocess']:.1f}s summed over {max(workers, 1)} worker(s)) -> "
+          f"{out} (+ {side_path(out, 'folds.csv').name})")
+    return {"out": str(out), "submission": sub, "probs": probs, "errors": errors, "info": info}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Fold voting (pure functions) and the end-to-end path: trained fold checkpoints -> src.infer -> src.score."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from src import infer
+
+
+def test_hard_vote_five_folds_gives_fractions_of_folds():
+    rng = np.random.default_rng(0)
+    probs = rng.random((5, 300, 5))
+    thr = rng.uniform(0.2, 0.8, (5, 5))
+    v = infer.hard_vote(probs, thr)
+    assert v.shape == (300, 5)
+    assert np.allclose(v * 5, np.round(v * 5))  # exactly {0, .2, .4, .6, .8, 1}
+    assert set(np.round(v.ravel(), 6)) == {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}
+    # each fold uses its own per-class thresholds
+    expect = np.mean([[probs[f, :, c] >= thr[f, c] for c in range(5)] for f in range(5)], axis=0).T
+    assert np.array_equal(v, expect)
+    # a single default threshold applies to every fold and class
+    assert np.array_equal(infer.hard_vote(probs), (probs >= 0.5).mean(0))
+    assert np.array_equal(infer.ensemble(probs, "hard", thr), v)
+
+
+def test_soft_vote_is_the_mean():
+    probs = np.random.default_rng(1).random((3, 50, 5))
+    assert np.allclose(infer.soft_vote(probs), probs.mean(0))
+    assert np.allclose(infer.ensemble(probs, "soft"), probs.mean(0))
+
+
+def test_rank_vote_preserves_order():
+    rng = np.random.default_rng(2)
+    base = rng.random((80, 5))
+    # folds that agree on the order but not on calibration: the vote keeps that order exactly
+    probs = np.stack([base, base ** 3, 0.5 * base + 0.2, np.sqrt(base)])
+    v = infer.rank_vote(probs)
+    assert v.shape == base.shape and v.min() > 0 and v.max() <= 1
+    for c in range(5):
+        assert spearmanr(v[:, c], base[:, c]).statistic == pytest.approx(1.0)
+        assert np.array_equal(np.argsort(v[:, c]), np.argsort(base[:, c]))
+    # one fold: the vote is a strictly monotone map of its scores
+    one = infer.rank_vote(base[None])
+    assert np.array_equal(np.argsort(one, axis=0), np.argsort(base, axis=0))
+    # an overconfident fold cannot outvote the others (soft vote would follow it)
+    a = np.array([[0.1], [0.2], [0.3]])
+    b = np.array([[0.99], [0.0], [0.01]])
+    assert np.argmax(infer.soft_vote(np.stack([a, a, b]))[:, 0]) == 0
+    assert np.argmax(infer.rank_vote(np.stack([a, a, b]))[:, 0]) == 2
+
+
+def test_unknown_vote_is_an_error():
+    with pytest.raises(ValueError, match="unknown vote 'median'"):
+        infer.ensemble(np.zeros((2, 3, 5)), "median")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End to end: tiny synthetic competition -> preprocess -> folds -> train (2 folds) -> infer -> score
+# ----------------------------------------------------------------------------------------------------------------
+THREADS = torch.get_num_threads()
+TINY_TRAIN = ["--arch=convnext_atto", "--epochs=1", "--batch_size=8", "--workers=0", "--threads=1",
+              "--warmup_epochs=0.5", "--aug=none"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished 2-fold Stage II run on a tiny synthetic competition (outputs under a simulated Kaggle root)."""
+    from src import folds, make_data, preprocess, train
+    tmp = tmp_path_factory.mktemp("e2e")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ECGKA_KAGGLE_ROOT", str(tmp / "kaggle"))
+        make_data.main([f"--root={tmp / 'data'}", "--preset=tiny", "--n_train=16", "--n_test=10", "--n_scans=0",
+                        "--n_roi=0", "--photo_size=320,176", "--workers=1", "--public_fraction=0.5",
+                        "--prevalence=MI=0.5,AF=0.5,HYP=0.5,CD=0.5,STTC=0.5"])
+        comp = tmp / "data" / "ecg-synth-comp"
+        cache = tmp / "cache"
+        preprocess.main([f"--src={comp / 'train.csv'}", f"--dst={cache}", "--strategy=roi_clahe", "--size=64,128",
+                         "--workers=1"])
+        folds.main([f"--train_csv={comp / 'train.csv'}", "--n_folds=2", f"--out={tmp / 'folds.csv'}"])
+        res = train.main([f"--cache={cache}", f"--train_csv={comp / 'train.csv'}", f"--folds_csv={tmp / 'folds.csv'}",
+                          "--fold=all", "--name=e2e", *TINY_TRAIN])
+        torch.set_num_threads(THREADS)
+        yield {"tmp": tmp, "comp": comp, "run": Path(res["out"]),
+               "solution": tmp / "data" / "ecg-synth-comp-solution" / "solution.csv", "mp_root": tmp / "kaggle"}
+
+
+def _infer(tiny_run, *args):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ECGKA_KAGGLE_ROOT", str(tiny_run["mp_root"]))
+        try:  # one torch thread: as fast for a tiny model, and robust to a busy neighbour process
+            return infer.main(["--run=e2e", "--threads=1", *args])
+        finally:
+            torch.set_num_threads(THREADS)
+
+
+def test_end_to_end_hard_vote_submission_is_scored(tiny_run, capsys):
+    from src import score
+    comp, run = tiny_run["comp"], tiny_run["run"]
+    sample = pd.read_csv(comp / "sample_submission.csv", dtype={"id": str})
+    bad_id = sample["id"].iloc[3]
+    test_copy = tiny_run["tmp"] / "test_broken"  # same test set with one truncated image
+    shutil.copytree(comp / "test", test_copy)
+    img = test_copy / f"{bad_id}.png"
+    img.write_bytes(img.read_bytes()[:200])
+    out = tiny_run["tmp"] / "sub" / "submission.csv"
+    r = _infer(tiny_run, "--vote=hard", f"--out={out}", f"--test_dir={test_copy}", "--workers=2", "--batch_size=4")
+    assert "img/s" in capsys.readouterr().out
+
+    sub = pd.read_csv(out, dtype={"id": str})
+    assert list(sub.columns) == list(sample.columns) and sub["id"].tolist() == sample["id"].tolist()
+    labels = list(sample.columns[1:])
+    ok = sub["id"] != bad_id
+    vals = sub.loc[ok, labels].to_numpy()
+    assert set(np.unique(vals)) <= {0.0, 0.5, 1.0}  # two folds vote
+    # the unreadable image is listed and gets the training prevalence (from the run's OOF labels)
+    oof = pd.read_csv(run / "oof.csv", dtype={"id": str})
+    assert np.allclose(sub.loc[~ok, labels].to_numpy()[0], oof[labels].mean().to_numpy())
+    unreadable = pd.read_csv(out.with_name("submission_unreadable.csv"), dtype={"id": str})
+    assert unreadable["id"].tolist() == [bad_id] and "truncated" in unreadable["error"].iloc[0]
+    # the submission is the hard vote of the per-fold probabilities at each fold's thresholds.json
+    per = pd.read_csv(out.with_name("submission_folds.csv"), dtype={"id": str})
+    assert len(per) == 2 * len(sample) and set(per["fold"]) == {0, 1}
+    assert per.loc[per["id"] == bad_id, "status"].eq("unreadable").all() and per.loc[per["id"] == bad_id, labels].isna().all().all()
+    probs = np.stack([per[per["fold"] == k].set_index("id").loc[sample["id"], labels].to_numpy() for k in (0, 1)])
+    thr = np.stack([[json.loads((run / f"fold{k}" / "thresholds.json").read_text())["thresholds"][lb]
+                     for lb in labels] for k in (0, 1)])
+    assert np.array_equal(infer.hard_vote(probs[:, ok.to_numpy()], thr), vals)
+    assert r["info"]["unreadable"][0]["id"] == bad_id
+
+    res = score.main(["--submission", str(out), "--solution", str(tiny_run["solution"]), "--skip_degenerate=true"])
+    assert set(res) == {"overall", "Public", "Private"} and 0 <= res["overall"]["macro_auroc"] <= 1
+
+
+def test_soft_vote_with_flip_tta_is_the_mean_of_fold_outputs(tiny_run):
+    out = tiny_run["tmp"] / "sub_soft" / "s.csv"
+    r = _infer(tiny_run, "--vote=soft", "--tta=flip", f"--out={out}", "--workers=0", "--folds=0,1")
+    sub = pd.read_csv(out, dtype={"id": str})
+    labels = list(sub.columns[1:])
+    assert np.allclose(sub[labels].to_numpy(), r["probs"].mean(0), atol=1e-6)
+    plain = _infer(tiny_run, "--vote=soft", f"--out={out.with_name('plain.csv')}", "--workers=0")
+    assert not np.allclose(plain["probs"], r["probs"])  # the mirrored view did change the outputs
+
+
+def test_infer_reproduces_training_predictions(tiny_run):
+    """Each fold model on its own validation images, through infer's preprocessing: the OOF probabilities again.
+    Proves infer re-applies the training preprocessing and normalisation (not a look-alike)."""
+    comp, run = tiny_run["comp"], tiny_run["run"]
+    train_ids = pd.read_csv(comp / "train.csv", dtype={"id": str})["id"]
+    fake_sample = tiny_run["tmp"] / "train_as_test.csv"
+    pd.DataFrame({"id": train_ids, **{lb: 0.5 for lb in ("MI", "AF", "HYP", "CD", "STTC")}}).to_csv(fake_sample,
+                                                                                                     index=False)
+    r = _infer(tiny_run, "--vote=soft", f"--out={tiny_run['tmp'] / 'sub_train' / 's.csv'}", "--workers=0",
+               f"--sample_submission={fake_sample}", f"--test_dir={comp / 'train'}")
+    oof = pd.read_csv(run / "oof.csv", dtype={"id": str})
+    pos = {i: n for n, i in enumerate(train_ids)}
+    for k in (0, 1):
+        part = oof[oof["fold"] == k]
+        got = r["probs"][k][[pos[i] for i in part["id"]]]
+        want = part[[f"pred_{lb}" for lb in ("MI", "AF", "HYP", "CD", "STTC")]].to_numpy()
+        assert np.allclose(got, want, atol=1e-4), np.abs(got - want).max()
+
+
+def test_clear_errors_for_bad_runs(tiny_run, tmp_path):
+    with pytest.raises(SystemExit, match="no best.pt for fold"):
+        _infer(tiny_run, "--folds=0,7", f"--out={tmp_path / 's.csv'}")
+    with pytest.raises(SystemExit, match="not found"):
+        infer.main([f"--run={tmp_path / 'nope'}"])
+    with pytest.raises(SystemExit, match="--vote=median"):
+        _infer(tiny_run, "--vote=median")
