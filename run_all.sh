@@ -55,11 +55,14 @@ if [[ "$DEBUG" == 1 ]]; then
   SCORE_ARGS=(--skip_degenerate=true)  # 20 toy test images: a class may have no positives, AUROC is then undefined
 else
   PRESET=${PRESET:-demo}; SYNTH=${SYNTH:-ecg-synth}; RUN=${RUN:-demo}; ARCH=${ARCH:-convnext_atto}
-  SIZE=${SIZE:-192,384}; EPOCHS1=${EPOCHS1:-4}; EPOCHS2=${EPOCHS2:-3}; ROI_EPOCHS=${ROI_EPOCHS:-10}
+  SIZE=${SIZE:-192,384}; EPOCHS1=${EPOCHS1:-3}; EPOCHS2=${EPOCHS2:-2}; ROI_EPOCHS=${ROI_EPOCHS:-0}
   ROI_IMGSZ=${ROI_IMGSZ:-320}; BATCH=${BATCH:-32}
   SCORE_ARGS=()
 fi
-COMP=${COMP:-$SYNTH-comp}          # competition folder under input/ (e.g. the real BHF one, see README "Real data")
+# The real competition is used when it is in input/ (python -m src.download bhf); else the synthetic one.
+REAL=bhf-data-science-centre-ecg-challenge
+[[ -z "${COMP:-}" && -f "input/$REAL/train.csv" && "$DEBUG" != 1 ]] && COMP=$REAL
+COMP=${COMP:-$SYNTH-comp}          # competition folder under input/ (see README "Real data")
 SCANS=${SCANS:-$SYNTH-scans}       # Stage I scan-like set (images/ + labels.csv)
 ROISET=${ROISET:-$SYNTH-roi}       # YOLO set for the ROI detector
 SEED=${SEED:-0}
@@ -68,22 +71,25 @@ IN=input; OUT=outputs
 step() { echo; echo "=== [run_all] $*"; }
 py() { "$PY" -m "$@"; }
 
-# 1. Data: the embedded synthetic competition unless the competition folder is already there (real data).
-if [[ "$COMP" == "$SYNTH-comp" ]]; then
-  step "data: synthetic preset=$PRESET -> $IN/$SYNTH-*"
-  py src.make_data --preset="$PRESET" --seed="$SEED" --name="$SYNTH"
-fi
+# 1. Data: the synthetic Stage I scans and ROI set always; the synthetic competition unless a real one is used.
+step "data: synthetic preset=$PRESET -> $IN/$SYNTH-*"
+NOCOMP=(); [[ "$COMP" != "$SYNTH-comp" ]] && NOCOMP=(--n_train=0 --n_test=0)
+py src.make_data --preset="$PRESET" --seed="$SEED" --name="$SYNTH" "${NOCOMP[@]}"
 [[ -f "$IN/$COMP/train.csv" ]] || { echo "no $IN/$COMP/train.csv: see README 'Real data'" >&2; exit 1; }
 
 # 2. Folds: multilabel-stratified, grouped by patient; written once.
 step "folds -> $IN/$COMP-folds/folds.csv"
 py src.folds --train_csv="$IN/$COMP/train.csv" --n_folds=5 --seed=42
 
-# 3. ROI detector (YOLO) on the synthetic photos' free boxes; skipped when trained.
-ROI_W="$OUT/roi/$RUN-yolo/best.pt"
-step "ROI detector -> $ROI_W"
-[[ -f "$ROI_W" ]] || py src.roi train --data="$IN/$ROISET/dataset.yaml" --epochs="$ROI_EPOCHS" --imgsz="$ROI_IMGSZ" \
-  --name="$RUN-yolo"
+# 3. ROI detector (YOLO) on the synthetic photos' free boxes; skipped when trained. ROI_EPOCHS=0 skips it and
+#    preprocessing uses the OpenCV fallback detector (the CPU demo's choice: see README "Results").
+ROI_W=""
+if [[ "$ROI_EPOCHS" -gt 0 ]]; then
+  ROI_W="$OUT/roi/$RUN-yolo/best.pt"
+  step "ROI detector -> $ROI_W"
+  [[ -f "$ROI_W" ]] || py src.roi train --data="$IN/$ROISET/dataset.yaml" --epochs="$ROI_EPOCHS" \
+    --imgsz="$ROI_IMGSZ" --name="$RUN-yolo"
+fi
 
 # 4. Preprocess (ROI crop + CLAHE, the paper's choice) into caches; resumable.
 step "preprocess -> $IN/$COMP-cache, $IN/$SCANS-cache"

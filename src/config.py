@@ -63,7 +63,7 @@ def find_input(name: str | Path) -> Path:
     if p.is_absolute() or p.exists():
         if not p.exists():
             raise FileNotFoundError(f"{p} does not exist")
-        return p
+        return p.resolve()
     tried = [d / p for d in paths().read_inputs]
     for t in tried:
         if t.exists():

@@ -115,6 +115,18 @@ def setup_runtime(cfg: FitConfig) -> Runtime:
     return Runtime(device, rank, world, dtype, use_scaler=dtype == torch.float16 and device.type == "cuda")
 
 
+def run_stage(main) -> None:
+    """`if __name__ == "__main__"` of a training stage: run it, and always leave the process group cleanly (a torchrun
+    rank that exits with the group still up makes the others hang or print NCCL/gloo warnings)."""
+    try:
+        main()
+    finally:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    sys.exit(0)
+
+
 def barrier(rt: Runtime) -> None:
     if rt.distributed:
         import torch.distributed as dist

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import LABELS, parse_args, paths
+from .config import LABELS, find_input, parse_args, paths
 from .utils import write_csv
 
 
@@ -105,9 +105,10 @@ class FoldsConfig:
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = parse_args(FoldsConfig, argv)
-    src = Path(cfg.train_csv)
-    if not src.exists():
-        raise SystemExit(f"--train_csv {src} does not exist")
+    try:
+        src = find_input(cfg.train_csv)  # a path, or <competition slug>/train.csv under the input roots
+    except FileNotFoundError as e:
+        raise SystemExit(f"--train_csv: {e}") from None
     df = pd.read_csv(src, dtype={"id": str})
     folds = make_folds(df, cfg.n_folds, cfg.seed, cfg.group_col or None)
     out = Path(cfg.out) if cfg.out else default_folds_path(src)

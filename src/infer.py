@@ -104,13 +104,14 @@ class InferConfig:
 
 
 def resolve_run(run: str | Path) -> Path:
-    p = Path(run)
-    if p.is_dir():
-        return p
     q = paths().outputs / "train" / str(run)
     if q.is_dir():
         return q
-    raise SystemExit(f"run folder {run} not found (also looked in {q}); train it with `python -m src.train`")
+    try:
+        return find_input(run)  # a path, or an attached Kaggle output such as ecgka-stage2/outputs/train/stage2
+    except FileNotFoundError:
+        raise SystemExit(f"run folder {run} not found (also looked in {q} and the input roots); train it with "
+                         f"`python -m src.train`") from None
 
 
 def read_run_config(run: Path) -> dict:
@@ -125,18 +126,10 @@ def fold_dirs(run: Path, spec: str, checkpoint: str = "best.pt") -> dict[int, Pa
     """{k: fold<k>/<checkpoint>} for the requested folds; clear errors for folds that have no checkpoint."""
     have = {int(d.name[4:]): d / checkpoint for d in run.glob("fold*") if d.name[4:].isdigit()}
     have = {k: f for k, f in sorted(have.items()) if f.is_file()}
-    if spec.strip().lower() == "all":
-        if not have:
-            raise SystemExit(f"{run}: no fold<k>/{checkpoint}; has training finished? (python -m src.train)")
-        return have
-    try:
-        want = [int(x) for x in spec.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise SystemExit(f"--folds={spec}: expected all or a comma list such as 0,1,2,3,4") from None
-    missing = [k for k in want if k not in have]
-    if missing:
-        raise SystemExit(f"--folds={spec}: no {checkpoint} for fold(s) {missing} in {run} (available: {sorted(have)})")
-    return {k: have[k] for k in want}
+    from .train import select_folds
+    if not have:
+        raise SystemExit(f"{run}: no fold<k>/{checkpoint}; has training finished? (python -m src.train)")
+    return {k: have[k] for k in select_folds(spec, sorted(have), "--folds", f"{run} (fold<k>/{checkpoint})")}
 
 
 def read_thresholds(path: Path, labels: list[str]) -> tuple[np.ndarray, bool]:
@@ -166,8 +159,13 @@ def preprocess_config(run: Path, run_cfg: dict):
 
 def competition_files(cfg: InferConfig, run_cfg: dict) -> tuple[Path, Path]:
     """(sample_submission.csv, test image folder) from the options, else from the run's train.csv location."""
+    def resolve(p: str) -> Path:  # a path, or a slug-relative path under the input roots (Kaggle)
+        try:
+            return find_input(p)
+        except FileNotFoundError:
+            return Path(p)
     if cfg.sample_submission:
-        sample = Path(cfg.sample_submission)
+        sample = resolve(cfg.sample_submission)
     else:
         try:
             sample = find_input(run_cfg.get("train_csv", "")).parent / "sample_submission.csv"
@@ -176,7 +174,7 @@ def competition_files(cfg: InferConfig, run_cfg: dict) -> tuple[Path, Path]:
                              f"--test_dir") from None
     if not sample.is_file():
         raise SystemExit(f"{sample} not found; pass --sample_submission=<competition>/sample_submission.csv")
-    test_dir = Path(cfg.test_dir) if cfg.test_dir else sample.parent / "test"
+    test_dir = resolve(cfg.test_dir) if cfg.test_dir else sample.parent / "test"
     if not test_dir.is_dir():
         raise SystemExit(f"test image folder {test_dir} not found; pass --test_dir")
     return sample, test_dir

@@ -38,7 +38,7 @@ from .utils import imwrite, parallel_map, write_csv, write_json, write_text
 PRESETS = {
     #        n_train n_test n_scans n_roi  photo (W, H)    scan (W, H)
     "tiny": dict(n_train=40, n_test=20, n_scans=40, n_roi=24, photo_size=(640, 352), scan_size=(550, 425)),
-    "demo": dict(n_train=600, n_test=300, n_scans=1200, n_roi=160, photo_size=(1152, 640), scan_size=(1100, 850)),
+    "demo": dict(n_train=500, n_test=200, n_scans=800, n_roi=160, photo_size=(960, 544), scan_size=(880, 680)),
     "full": dict(n_train=15000, n_test=3200, n_scans=30000, n_roi=2000, photo_size=(3460, 1900),
                  scan_size=(2200, 1700)),
 }
@@ -180,12 +180,28 @@ def make_roi(cfg: MakeDataConfig, root: Path, p: dict) -> None:
     write_yolo_yaml(d)
 
 
+def check_manifest(cfg: MakeDataConfig, root: Path, p: dict) -> None:
+    """Resuming is only safe into folders made with the same image settings (counts may differ: images are keyed by
+    index). The manifest sits in the solution folder so the competition folder keeps the real one's layout."""
+    f = root / f"{cfg.name}-comp-solution" / "make_data.json"
+    want = {"seed": cfg.seed, "photo_size": list(p["photo_size"]), "scan_size": list(p["scan_size"]),
+            "prevalence": cfg.prevalence, "images_per_patient": cfg.images_per_patient}
+    if f.exists():
+        have = json.loads(f.read_text())
+        if have != want:
+            diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+            raise SystemExit(f"{root}/{cfg.name}-* were made with other settings {diff} (was, now): delete those "
+                             f"folders, or pass --name=<another prefix> to build beside them")
+    write_json(f, want)
+
+
 def main(argv=None) -> None:
     cfg = parse_args(MakeDataConfig, argv)
     if cfg.preset not in PRESETS:
         raise SystemExit(f"--preset must be one of {', '.join(PRESETS)}")
     root = Path(cfg.root) if cfg.root else paths().input
     p = cfg.resolved()
+    check_manifest(cfg, root, p)
     make_competition(cfg, root, p)
     make_scans(cfg, root, p)
     make_roi(cfg, root, p)

@@ -620,6 +620,12 @@ def main(argv: list[str] | None = None):
         raise SystemExit(str(e)) from None
     if not cfg.src:
         raise SystemExit("--src is required (a folder of images, a competition root, a CSV, or an image)")
+    if cfg.roi_weights:
+        try:
+            cfg.roi_weights = str(find_input(cfg.roi_weights))  # a path, or under an input root (Kaggle outputs)
+        except FileNotFoundError:
+            raise SystemExit(f"--roi_weights {cfg.roi_weights} not found: train the detector (python -m src.roi "
+                             f"train) or leave --roi_weights empty to use the OpenCV fallback") from None
     df = resolve_sources(cfg.src)
     dst = Path(cfg.dst) if cfg.dst else \
         paths().input / f"{Path(cfg.src).with_suffix('').name}-{cfg.strategy}-{cfg.size[0]}x{cfg.size[1]}"

@@ -26,7 +26,6 @@ A finished run (done.json) is not run again.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ import pandas as pd
 
 from .config import LABELS, find_input, parse_args, run_dir
 from .data import CacheDataset, holdout_split, join_cache, read_label_table
-from .engine import FitConfig, barrier, check_resumable, fit, norm_tensors, setup_runtime
+from .engine import run_stage, FitConfig, barrier, check_resumable, fit, norm_tensors, setup_runtime
 from .model import create_model
 from .utils import imread, prepare_run_dir, seed_everything, write_json
 
@@ -156,10 +155,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        import torch.distributed as dist
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-    sys.exit(0)
+    run_stage(main)

@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .config import paths, parse_args, run_dir
+from .config import find_input, paths, parse_args, run_dir
 from .utils import atomic_path, imread, prepare_run_dir, set_threads, write_csv, write_json
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -352,7 +352,9 @@ def write_yolo_yaml(root: str | Path) -> Path:
     """dataset.yaml of a one-class (ecg) set laid out as images/{train,val}, labels/{train,val}."""
     from .utils import write_text
     root = Path(root)
-    write_text(root / "dataset.yaml", f"path: {root.resolve()}\ntrain: images/train\nval: images/val\nnames:\n  0: ecg\n")
+    # No `path:` key: ultralytics then resolves train/val beside the yaml, so the set still works after it is moved or
+    # uploaded (an absolute path written here would point at the machine that made it).
+    write_text(root / "dataset.yaml", "train: images/train\nval: images/val\nnames:\n  0: ecg\n")
     return root / "dataset.yaml"
 
 
@@ -405,10 +407,11 @@ def parse_overrides(text: str) -> dict:
 
 
 def train(cfg: RoiTrainConfig) -> dict:
-    data = Path(cfg.data)
-    if not data.exists():
-        raise SystemExit(f"--data {data} not found; build the ROI set with `python -m src.make_data` "
-                         f"(it writes input/ecg-synth-roi/dataset.yaml)")
+    try:
+        data = find_input(cfg.data)  # a path, or <dataset slug>/dataset.yaml under the input roots (Kaggle)
+    except FileNotFoundError:
+        raise SystemExit(f"--data {cfg.data} not found; build the ROI set with `python -m src.make_data` "
+                         f"(it writes input/ecg-synth-roi/dataset.yaml)") from None
     model_path = Path(cfg.model)
     if model_path.suffix == ".pt" and not model_path.exists():
         raise SystemExit(f"--model {cfg.model}: no such local file, and nothing can be downloaded offline; use "

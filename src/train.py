@@ -34,7 +34,7 @@ import pandas as pd
 
 from .config import find_input, parse_args, run_dir
 from .data import CacheDataset, join_cache, read_competition_table
-from .engine import FitConfig, barrier, check_resumable, fit, norm_tensors, setup_runtime
+from .engine import run_stage, FitConfig, barrier, check_resumable, fit, norm_tensors, setup_runtime
 from .model import create_model, init_from_checkpoint, load_checkpoint
 from .preprocess import export_config
 from .score import macro_auroc, per_class_auroc
@@ -80,16 +80,17 @@ def choose_thresholds(y: np.ndarray, p: np.ndarray, labels: list[str], method: s
     return {"method": method, "labels": labels, "thresholds": thr, "score": score, "n": n}
 
 
-def select_folds(spec: str, available: list[int]) -> list[int]:
+def select_folds(spec: str, available: list[int], flag: str = "--fold", where: str = "folds.csv") -> list[int]:
+    """'all' | 'k' | 'i,j,..' -> fold numbers, each one checked against `available`."""
     if spec.strip().lower() == "all":
         return available
     try:
         want = [int(s) for s in spec.replace(" ", "").split(",") if s]
     except ValueError:
-        raise SystemExit(f"--fold={spec}: expected all, a fold number or a comma list") from None
+        raise SystemExit(f"{flag}={spec}: expected all, a fold number or a comma list such as 0,1,2,3,4") from None
     bad = [k for k in want if k not in available]
     if bad:
-        raise SystemExit(f"--fold={spec}: folds {bad} not in folds.csv (has {available})")
+        raise SystemExit(f"{flag}={spec}: folds {bad} not in {where} (has {available})")
     return want
 
 
@@ -188,10 +189,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        import torch.distributed as dist
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-    sys.exit(0)
+    run_stage(main)

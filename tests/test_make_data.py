@@ -75,3 +75,8 @@ def test_same_seed_same_bytes_and_resume(tiny, tmp_path):
     victim.unlink()
     make_data.main([f"--root={tmp_path / 'a'}", *args])
     assert _digest(tmp_path / "a") == a
+
+
+def test_resume_with_other_image_settings_is_refused(tiny):
+    with pytest.raises(SystemExit, match="other settings"):
+        make_data.main([f"--root={tiny}", "--preset=tiny", "--seed=3", "--photo_size=320,176", "--n_train=1"])

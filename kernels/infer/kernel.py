@@ -1,8 +1,8 @@
 """Kaggle kernel, inference: preprocess the test photos exactly as training did, hard-vote the five fold models,
 write /kaggle/working/submission.csv. Runs with the internet off (code competitions).
 
-Attach: `ecgka-bundle`, the competition, and the Stage II output (`ecgka-stage2`, plus `ecgka-stage1` for the ROI
-detector it refers to).
+Attach: `ecgka-bundle`, the competition, and the Stage II output (`ecgka-stage2`); its run folder carries the
+preprocessing config and the ROI weights, so nothing else is needed.
 """
 import os
 import subprocess
@@ -10,7 +10,8 @@ import sys
 
 E = os.environ.get
 KIT = os.path.join(E("ECGKA_BUNDLE", "/kaggle/input/ecgka-bundle"), "ecgka")  # the bundle's copy of the kit
-COMP, RUN = E("ECGKA_COMP", "bhf-data-science-centre-ecg-challenge"), E("ECGKA_RUN", "/kaggle/input/ecgka-stage2/outputs/train/stage2")
+COMP = E("ECGKA_COMP", "bhf-data-science-centre-ecg-challenge")  # dataset slugs resolve under /kaggle/input
+RUN = E("ECGKA_RUN", "ecgka-stage2/outputs/train/stage2")
 
 
 def kit(*args):  # one `python -m src.<stage>` of the kit, run from /kaggle/working

@@ -12,7 +12,7 @@ import torch
 
 E = os.environ.get
 KIT = os.path.join(E("ECGKA_BUNDLE", "/kaggle/input/ecgka-bundle"), "ecgka")  # the bundle's copy of the kit
-COMP, STAGE1 = E("ECGKA_COMP", "bhf-data-science-centre-ecg-challenge"), E("ECGKA_STAGE1", "/kaggle/input/ecgka-stage1/outputs")
+COMP, STAGE1 = E("ECGKA_COMP", "bhf-data-science-centre-ecg-challenge"), E("ECGKA_STAGE1", "ecgka-stage1/outputs")
 ARCH, SIZE, EPOCHS, FOLD = E("ECGKA_ARCH", "convnext_base"), E("ECGKA_SIZE", "512,768"), E("ECGKA_EPOCHS", "30"), \
     E("ECGKA_FOLD", "all")
 EXTRA = E("ECGKA_EXTRA", "").split()  # more --key=value for training

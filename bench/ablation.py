@@ -1,0 +1,841 @@
+"""Ablations of the kit's recipe (issue 9): which pieces earn their place, measured on data the kit makes.
+
+    python -m bench.ablation --preset=cpu --seeds=0                    # all six experiments, 2-core CPU (~30 min)
+    python -m bench.ablation --preset=cpu --experiments=vote,stages --seeds=0,1,2
+    python -m bench.ablation --preset=cpu --budget=0.5                 # half the epochs and images of the preset
+    python -m bench.ablation --preset=full --seeds=0,1,2 --workdir=outputs/ablation-full     # a GPU
+    python -m bench.ablation --preset=tiny --workdir=/tmp/abl --report=/tmp/abl/ablation.md  # smoke-test size
+
+Experiments (--experiments, any subset, in this order):
+  backbone    ConvNeXt vs ResNet vs a transformer (pvt_v2, a pyramid ViT: it takes any input size, whereas
+              src.model.create_model cannot pass timm's img_size to a plain ViT/DeiT/Swin), each Stage I -> Stage II
+  stages      single-stage (random init) vs Stage I on scans -> Stage II vs Stage I on scans + extra photo-like images
+  preprocess  raw vs roi_clahe vs full (rectified), single-stage so only the preprocessing differs
+  fraction    Stage II on 1/5/20/100 % of the target training images, with and without Stage I
+  vote        hard vs soft vs rank vote over the same five fold models (src.infer --vote)
+  shift       Stage II on photos of ONE page setting (3x4, red grid, no artefacts), tested on the same setting and on
+              the diverse competition test set; without and with Stage I on diverse scans
+
+Protocol: one synthetic data build (src.make_data) under <workdir>/data, one folds.csv, one preprocessed cache per
+strategy, one Stage I checkpoint per (variant, arch) trained with seed 0; Stage II seeds vary (--seeds). To fit a CPU,
+every arm except `vote` trains fold 0 only (folds 1-4 train, fold 0 validates) and is scored on the hidden test set
+(solution.csv) with that single model's probabilities (infer --vote=soft over one fold). `vote` trains all folds of
+the Stage I -> Stage II run; its fold 0 is the `stages` arm's, reused. Everything goes through the stages' own
+`main(argv)` (the exact command lines are appended to <workdir>/commands.sh) and lands under --workdir; an arm whose
+result JSON exists is not run again, so an interrupted ablation resumes. reports/ablation.md is rewritten after every
+experiment, so results are readable as they come out.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src import config as kit_config
+from src.config import LABELS, parse_args, paths
+from src.utils import imwrite, parallel_map, write_csv, write_json, write_text
+
+EXPERIMENTS = ("backbone", "stages", "preprocess", "fraction", "vote", "shift")
+# Sizes per preset. `data` is the src.make_data preset the counts override. tiny: the smoke test (seconds per arm);
+# cpu: a 2-core box in ~30 min for one seed; full: paper-like, GPU only.
+PRESETS = {
+    "tiny": dict(data="tiny", n_train=25, n_test=20, n_scans=24, n_extra=12, n_shift=20, n_shift_test=16,
+                 photo_size=(480, 270), scan_size=(440, 340), size=(64, 128), epochs1=1, epochs2=1, batch=8, workers=1,
+                 backbones=("convnext_atto", "resnet18", "pvt_v2_b0"), arch="convnext_atto", min_train=4),
+    "cpu": dict(data="demo", n_train=240, n_test=160, n_scans=480, n_extra=240, n_shift=200, n_shift_test=120,
+                photo_size=(768, 432), scan_size=(660, 510), size=(96, 192), epochs1=3, epochs2=3, batch=16, workers=2,
+                backbones=("convnext_atto", "resnet18", "pvt_v2_b0"), arch="convnext_atto", min_train=8),
+    "full": dict(data="full", n_train=15000, n_test=3200, n_scans=30000, n_extra=10000, n_shift=5000,
+                 n_shift_test=1000, photo_size=(3460, 1900), scan_size=(2200, 1700), size=(512, 768), epochs1=50,
+                 epochs2=30, batch=32, workers=8, backbones=("convnext_base", "resnet50", "pvt_v2_b2"),
+                 arch="convnext_base", min_train=32),
+}
+# The paper's hidden-test macro-AUROC where we have the number (Table 7 and the final result). Tables 5 and 6 are
+# compared by their direction only: their values are not in our notes, and we do not quote numbers we cannot check.
+PAPER = {"preprocess": {"raw": 0.753, "roi_clahe": 0.868, "full": 0.834}, "final": 0.9677}
+GEN_CODE = {"extra": 11, "shift_train": 12, "shift_test": 13}  # random streams apart from make_data's (codes 1-4)
+
+
+@dataclasses.dataclass
+class AblationConfig:
+    """Ablation runner (see the module docstring for the experiments and the protocol)."""
+    experiments: tuple[str, ...] = EXPERIMENTS  # comma list of backbone,stages,preprocess,fraction,vote,shift
+    seeds: tuple[int, ...] = (0,)  # Stage II seeds per arm; tables give mean ± sd over them
+    preset: str = "cpu"  # tiny | cpu | full: data sizes, image size, epochs (the fields below override)
+    budget: float = 1.0  # scales the preset's epochs and image counts (0.5: half of each; at least 1 epoch)
+    workdir: str = ""  # data, caches, runs, results (default: <outputs>/ablation)
+    report: str = ""  # markdown report (default: reports/ablation.md in the repository)
+    arch: str = ""  # the backbone of every non-backbone experiment (default: preset's, convnext_atto on CPU)
+    backbones: tuple[str, ...] = ()  # timm names compared in `backbone` (default: preset's)
+    fractions: tuple[float, ...] = (0.01, 0.05, 0.2, 1.0)  # shares of fold 0's training part used in `fraction`
+    shift_inits: tuple[str, ...] = ("none", "scans", "scans+extra")  # Stage I variants tried in `shift`
+    n_folds: int = 5  # folds of folds.csv (the `vote` ensemble size; the paper's 5)
+    size: tuple[int, ...] = ()  # cache image H W (default: preset's)
+    epochs1: int = -1  # Stage I epochs (-1: preset's x budget)
+    epochs2: int = -1  # Stage II epochs (-1: preset's x budget)
+    batch_size: int = -1  # images per step, both stages (-1: preset's)
+    workers: int = -1  # processes for data making / preprocessing / loading (-1: preset's)
+    data_seed: int = 0  # seed of the synthetic data build (fixed across arms and seeds)
+    bootstrap: int = 200  # test-set bootstrap resamples for each arm's AUROC sd (0: off)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Extra image sets the competition build does not make (reusing src.synth / src.render / src.photo)
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _ImageJob:
+    path: str  # <dir>/<id>.png; the sidecar <id>.json sits beside it
+    kind: str  # photo (diverse, render.make_image) | narrow (one fixed page setting, then photographed)
+    seed: int
+    code: int
+    index: int
+    size: tuple[int, int]  # photo W, H
+
+
+def narrow_params():
+    """The single page setting of the `shift` experiment: 3x4 + lead II rhythm strip, red grid, letter, no paper
+    artefacts (no creases, stamps, scribbles), default ink and fonts. The camera still varies per photo."""
+    from src import render
+    return render.RenderParams(layout="3x4", rhythm=("II",), paper="letter", grid="red", artefacts={})
+
+
+def _make_image(job: _ImageJob) -> dict:
+    from src import photo, render, synth
+    side = Path(job.path).with_suffix(".json")
+    if side.exists() and Path(job.path).exists():
+        return json.loads(side.read_text())["row"]  # resume
+    srng = np.random.default_rng([job.seed, job.code, job.index, 0])
+    irng = np.random.default_rng([job.seed, job.code, job.index, 1])
+    _, subtypes = synth.sample_labels(srng)
+    signal, smeta = synth.synthesize(srng, labels=subtypes)
+    if job.kind == "photo":
+        img, meta = render.make_image(signal, smeta["fs"], irng, style="photo", size=job.size)
+        params = meta.get("params")
+    else:
+        pp = photo.sample_photo_params(irng, out_size=job.size)
+        rp = narrow_params()
+        # page drawn at about the resolution it will have in the photo (as render.make_image does for photos)
+        ph_in = render.PAPERS_MM[rp.paper][1] / 25.4
+        rp.dpi = float(max(40, 5 * round(pp.out_size[1] * pp.fill / ph_in / 5)))
+        page, meta = render.render_ecg(signal, smeta["fs"], rp, irng)
+        img, meta = photo.photograph(page, meta, pp, irng)
+        params = {"page": dataclasses.asdict(rp), "photo": dataclasses.asdict(pp)}
+    row = {"id": Path(job.path).stem, **{k: int(smeta["labels"][k]) for k in LABELS},
+           "patient_id": f"{job.kind}{job.code}-{job.index}"}
+    imwrite(job.path, img)
+    write_json(side, {"row": row, "key": dataclasses.asdict(job), "subtypes": subtypes, "params": params})
+    return row
+
+
+def make_image_set(folder: Path, kind: str, code: int, n: int, seed: int, size, workers: int) -> pd.DataFrame:
+    """n images in folder/<id>.png (+ .json); returns their label table (id, LABELS, patient_id) in index order."""
+    jobs = [_ImageJob(str(folder / f"{kind[0]}{code}_{i:06d}.png"), kind, seed, code, i, tuple(size))
+            for i in range(n)]
+    rows = {r["id"]: r for r in parallel_map(_make_image, jobs, workers=workers, desc=f"{kind} set {folder.name}",
+                                              chunksize=2)}
+    return pd.DataFrame([rows[Path(j.path).stem] for j in jobs], columns=["id", *LABELS, "patient_id"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running the kit's stages
+# ----------------------------------------------------------------------------------------------------------------
+class Kit:
+    """The stages as called here: each call is logged as a runnable command line, then run in this process."""
+
+    def __init__(self, cfg: AblationConfig):
+        self.cfg = cfg
+        self.p = resolve_preset(cfg)
+        self.work = Path(cfg.workdir) if cfg.workdir else paths().outputs / "ablation"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.data = self.work / "data"
+        self.commands = self.work / "commands.sh"
+
+    def call(self, module: str, argv: list[str]):
+        import importlib
+        line = f"python -m {module} " + " ".join(shlex.quote(a) for a in argv)
+        with open(self.commands, "a") as f:
+            f.write(line + "\n")
+        print(f"[ablation] {line}", flush=True)
+        return importlib.import_module(module).main(argv)
+
+    # ---- data ----
+    def build_data(self) -> None:
+        p, w = self.p, self.p["workers"]
+        if not (self.data / "abl-comp-solution" / "solution.csv").is_file() or \
+                not (self.data / "abl-scans" / "labels.csv").is_file():
+            self.call("src.make_data", [f"--preset={p['data']}", f"--seed={self.cfg.data_seed}", f"--root={self.data}",
+                                        "--name=abl", f"--n_train={p['n_train']}", f"--n_test={p['n_test']}",
+                                        f"--n_scans={p['n_scans']}", "--n_roi=2",
+                                        "--photo_size=" + ",".join(map(str, p["photo_size"])),
+                                        "--scan_size=" + ",".join(map(str, p["scan_size"])), f"--workers={w}"])
+        self.comp = self.data / "abl-comp"
+        self.solution = self.data / "abl-comp-solution" / "solution.csv"
+        self.scans = self.data / "abl-scans"
+        self.folds = self.data / "folds.csv"
+        if not self.folds.is_file():
+            self.call("src.folds", [f"--train_csv={self.comp / 'train.csv'}", f"--n_folds={self.cfg.n_folds}",
+                                    "--seed=42", f"--out={self.folds}"])
+
+    def extra_set(self) -> Path:
+        """Stage I's extra source: diverse photo-like pages of other signals (render.make_image style=photo)."""
+        d = self.data / "abl-extra"
+        if not (d / "labels.csv").is_file():
+            df = make_image_set(d / "images", "photo", GEN_CODE["extra"], self.p["n_extra"], self.cfg.data_seed,
+                                self.p["photo_size"], self.p["workers"])
+            write_csv(d / "labels.csv", df)
+        return d
+
+    def shift_set(self) -> Path:
+        """A competition folder whose train and test photos all have the one `narrow_params` page setting."""
+        d = self.data / "abl-narrow-comp"
+        sol = self.data / "abl-narrow-comp-solution" / "solution.csv"
+        if not sol.is_file():
+            tr = make_image_set(d / "train", "narrow", GEN_CODE["shift_train"], self.p["n_shift"], self.cfg.data_seed,
+                                self.p["photo_size"], self.p["workers"])
+            te = make_image_set(d / "test", "narrow", GEN_CODE["shift_test"], self.p["n_shift_test"],
+                                self.cfg.data_seed, self.p["photo_size"], self.p["workers"])
+            write_csv(d / "train.csv", tr)
+            write_csv(d / "sample_submission.csv", te[["id"]].assign(**{k: 0.5 for k in LABELS}))
+            write_csv(sol, te[["id", *LABELS]])
+        if not (self.data / "narrow-folds.csv").is_file():
+            self.call("src.folds", [f"--train_csv={d / 'train.csv'}", f"--n_folds={self.cfg.n_folds}",
+                                    "--seed=42", f"--out={self.data / 'narrow-folds.csv'}"])
+        return d
+
+    # ---- preprocessing ----
+    def cache(self, what: str, src: Path, strategy: str) -> Path:
+        """One cache per (image set, strategy). No YOLO weights: roi_clahe/full use src.roi's OpenCV detector."""
+        size = self.p["size"]
+        dst = self.work / "cache" / f"{what}-{strategy}-{size[0]}x{size[1]}"
+        if not (dst / "index.csv").is_file():
+            self.call("src.preprocess", [f"--src={src}", f"--dst={dst}", f"--strategy={strategy}",
+                                         f"--size={size[0]},{size[1]}", f"--workers={self.p['workers']}"])
+        return dst
+
+    # ---- training ----
+    def fit_args(self, arch: str, epochs: int, seed: int) -> list[str]:
+        w = 0 if self.p["workers"] <= 1 else self.p["workers"]
+        return [f"--arch={arch}", f"--epochs={epochs}", f"--batch_size={self.p['batch']}", f"--seed={seed}",
+                f"--workers={w}", "--resume"]
+
+    def stage1(self, variant: str, arch: str) -> Path:
+        """Stage I checkpoint for `scans` or `scans+extra` (seed 0, shared by every arm and seed that uses it)."""
+        sources = [f"{self.cache('scans', self.scans / 'images', 'roi_clahe')}:{self.scans / 'labels.csv'}"]
+        if variant == "scans+extra":
+            extra = self.extra_set()
+            sources.append(f"{self.cache('extra', extra / 'images', 'roi_clahe')}:{extra / 'labels.csv'}")
+        elif variant != "scans":
+            raise ValueError(f"unknown Stage I variant {variant!r}")
+        # run_dir() joins the name under outputs/pretrain/; an absolute name keeps the run inside the workdir
+        out = self.work / "runs" / "pretrain" / f"{arch}-{variant}"
+        self.call("src.pretrain", [f"--sources={','.join(sources)}", f"--name={out}",
+                                   *self.fit_args(arch, self.p["epochs1"], 0)])
+        return out / "best.pt"
+
+    def stage2(self, *, arch: str, strategy: str, init: str, data: str, seed: int, fold: str = "0",
+               comp: Path | None = None, folds_csv: Path | None = None) -> Path:
+        """A Stage II run named by what defines it, so experiments that need the same run share it."""
+        comp = comp or self.comp
+        folds_csv = folds_csv or self.folds
+        cache = self.cache(comp.name, comp / "train.csv", strategy)
+        train_csv = comp / "train.csv" if data in ("all", "narrow") else self.subset(data, seed, folds_csv)
+        run = self.work / "runs" / "train" / f"{arch}-{strategy}-{init}-{data}-s{seed}"
+        argv = [f"--cache={cache}", f"--train_csv={train_csv}", f"--folds_csv={folds_csv}", f"--fold={fold}",
+                f"--name={run}", *self.fit_args(arch, self.p["epochs2"], seed)]
+        if init != "none":
+            argv.append(f"--init={self.stage1(init, arch)}")
+        self.call("src.train", argv)
+        return run
+
+    def subset(self, data: str, seed: int, folds_csv: Path) -> Path:
+        """train.csv with all of fold 0 (the validation part stays whole) and a share of the other folds, drawn per
+        seed but nested: the 1 % images are inside the 5 %, which are inside the 20 %."""
+        frac = float(data.removeprefix("frac"))
+        out = self.work / "subsets" / f"train_{data}_s{seed}.csv"
+        if out.is_file():
+            return out
+        df = pd.read_csv(self.comp / "train.csv", dtype={"id": str, "patient_id": str})
+        folds = pd.read_csv(folds_csv, dtype={"id": str})
+        df = df.merge(folds, on="id")
+        rest = df[df["fold"] != 0]
+        order = np.random.default_rng([seed, 77]).permutation(len(rest))
+        n = max(self.p["min_train"], int(round(frac * len(rest))))
+        keep = pd.concat([df[df["fold"] == 0], rest.iloc[np.sort(order[:n])]])
+        write_csv(out, keep.drop(columns="fold"))
+        return out
+
+    # ---- evaluation ----
+    def evaluate(self, run: Path, vote: str = "soft", folds: str = "0", comp: Path | None = None,
+                 solution: Path | None = None, tag: str = "") -> dict:
+        comp, solution = comp or self.comp, solution or self.solution
+        sub = run / f"sub-{tag or comp.name}-{vote}-f{folds.replace(',', '')}.csv"
+        scored = sub.with_suffix(".json")
+        w = 0 if self.p["workers"] <= 1 else self.p["workers"]
+        if sub.is_file() and scored.is_file():  # the same model on the same test set: scored before (another arm)
+            res = json.loads(scored.read_text())
+            return self._result(res, sub, solution)
+        self.call("src.infer", [f"--run={run}", f"--vote={vote}", f"--folds={folds}", f"--out={sub}",
+                                f"--test_dir={comp / 'test'}", f"--sample_submission={comp / 'sample_submission.csv'}",
+                                f"--workers={w}"])
+        res = self.call("src.score", [f"--submission={sub}", f"--solution={solution}", "--skip_degenerate=true",
+                                      f"--out={scored}"])
+        return self._result(res, sub, solution)
+
+    def _result(self, res: dict, sub: Path, solution: Path) -> dict:
+        out = {"test_auroc": res["overall"]["macro_auroc"], "test_per_class": res["overall"]["auroc"],
+               "submission": str(sub), "solution": str(solution)}
+        if self.cfg.bootstrap:
+            out["test_boot_sd"] = bootstrap_sd(sub, solution, self.cfg.bootstrap)
+        return out
+
+
+def resolve_preset(cfg: AblationConfig) -> dict:
+    if cfg.preset not in PRESETS:
+        raise SystemExit(f"--preset={cfg.preset}: choose one of {', '.join(PRESETS)}")
+    if cfg.budget <= 0:
+        raise SystemExit("--budget must be > 0")
+    p = dict(PRESETS[cfg.preset])
+    for k in ("n_train", "n_test", "n_scans", "n_extra", "n_shift", "n_shift_test"):
+        p[k] = max(10, int(round(p[k] * cfg.budget)))  # 10: five folds must each hold a couple of images
+    p["epochs1"] = cfg.epochs1 if cfg.epochs1 > 0 else max(1, int(round(p["epochs1"] * cfg.budget)))
+    p["epochs2"] = cfg.epochs2 if cfg.epochs2 > 0 else max(1, int(round(p["epochs2"] * cfg.budget)))
+    if cfg.size:
+        if len(cfg.size) != 2:
+            raise SystemExit("--size takes H,W")
+        p["size"] = tuple(cfg.size)
+    p["batch"] = cfg.batch_size if cfg.batch_size > 0 else p["batch"]
+    p["workers"] = cfg.workers if cfg.workers >= 0 else p["workers"]
+    p["arch"] = cfg.arch or p["arch"]
+    p["backbones"] = tuple(cfg.backbones) or p["backbones"]
+    return p
+
+
+def bootstrap_sd(sub: Path, solution: Path, n: int, seed: int = 0) -> float:
+    """sd of the macro-AUROC over test-set resamples: the noise a single seed carries from the test set alone."""
+    from src.score import macro_auroc
+    s = pd.read_csv(sub, dtype={"id": str})
+    t = pd.read_csv(solution, dtype={"id": str})
+    labels = [c for c in LABELS if c in t.columns]
+    m = t[["id", *labels]].merge(s[["id", *labels]], on="id", suffixes=("", "_p"))
+    y, p = m[labels].to_numpy(float), m[[f"{c}_p" for c in labels]].to_numpy(float)
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n):
+        i = rng.integers(0, len(m), len(m))
+        v = macro_auroc(y[i], p[i], labels, skip_degenerate=True)
+        if not math.isnan(v):
+            vals.append(v)
+    return float(np.std(vals)) if len(vals) > 1 else float("nan")
+
+
+def val_auroc(run: Path, fold: int = 0) -> float | None:
+    f = run / f"fold{fold}" / "done.json"
+    return float(json.loads(f.read_text())["best_metric"]) if f.is_file() else None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Experiments: each yields (arm, seed, function returning the arm's result dict)
+# ----------------------------------------------------------------------------------------------------------------
+def exp_backbone(kit: Kit, seed: int):
+    for arch in kit.p["backbones"]:
+        def fn(arch=arch):
+            run = kit.stage2(arch=arch, strategy="roi_clahe", init="scans", data="all", seed=seed)
+            import timm
+            n_par = sum(t.numel() for t in timm.create_model(arch, num_classes=len(LABELS)).parameters()) / 1e6
+            return {**kit.evaluate(run), "val_auroc": val_auroc(run), "params_m": round(n_par, 2)}
+        yield arch, fn
+
+
+def exp_stages(kit: Kit, seed: int):
+    for init in ("none", "scans", "scans+extra"):
+        def fn(init=init):
+            run = kit.stage2(arch=kit.p["arch"], strategy="roi_clahe", init=init, data="all", seed=seed)
+            return {**kit.evaluate(run), "val_auroc": val_auroc(run)}
+        yield init, fn
+
+
+def exp_preprocess(kit: Kit, seed: int):
+    for strategy in ("raw", "roi_clahe", "full"):
+        def fn(strategy=strategy):
+            run = kit.stage2(arch=kit.p["arch"], strategy=strategy, init="none", data="all", seed=seed)
+            return {**kit.evaluate(run), "val_auroc": val_auroc(run)}
+        yield strategy, fn
+
+
+def exp_fraction(kit: Kit, seed: int):
+    for frac in kit.cfg.fractions:
+        for init in ("none", "scans"):
+            def fn(frac=frac, init=init):
+                data = "all" if frac >= 1 else f"frac{frac:g}"
+                run = kit.stage2(arch=kit.p["arch"], strategy="roi_clahe", init=init, data=data, seed=seed)
+                csv = kit.comp / "train.csv" if data == "all" else kit.subset(data, seed, kit.folds)
+                folds = pd.read_csv(kit.folds, dtype={"id": str})
+                n_train = len(pd.read_csv(csv, dtype={"id": str})) - int((folds["fold"] == 0).sum())
+                return {**kit.evaluate(run), "val_auroc": val_auroc(run), "fraction": frac, "init": init,
+                        "n_train": int(n_train)}
+            yield f"{frac:g}|{init}", fn
+
+
+def exp_vote(kit: Kit, seed: int):
+    def run5():
+        return kit.stage2(arch=kit.p["arch"], strategy="roi_clahe", init="scans", data="all", seed=seed, fold="all")
+    for vote in ("hard", "soft", "rank"):
+        def fn(vote=vote):
+            run = run5()
+            return {**kit.evaluate(run, vote=vote, folds="all"), "oof_auroc": oof_auroc(run)}
+        yield vote, fn
+
+    def single():
+        run = run5()
+        return {**kit.evaluate(run, vote="soft", folds="0"), "val_auroc": val_auroc(run)}
+    yield "fold 0 alone", single
+
+
+def oof_auroc(run: Path) -> float | None:
+    f = run / "oof_metrics.json"
+    return float(json.loads(f.read_text())["macro_auroc"]) if f.is_file() else None
+
+
+def exp_shift(kit: Kit, seed: int):
+    narrow = kit.shift_set()
+    nsol = kit.data / "abl-narrow-comp-solution" / "solution.csv"
+    for init in kit.cfg.shift_inits:
+        def fn(init=init):
+            run = kit.stage2(arch=kit.p["arch"], strategy="roi_clahe", init=init, data="narrow", seed=seed,
+                             comp=narrow, folds_csv=kit.data / "narrow-folds.csv")
+            ind = kit.evaluate(run, comp=narrow, solution=nsol, tag="narrow")
+            ood = kit.evaluate(run)
+            return {"train": "one setting", "init": init, "in_dist": ind["test_auroc"],
+                    "in_dist_boot_sd": ind.get("test_boot_sd"), "test_auroc": ood["test_auroc"],
+                    "test_boot_sd": ood.get("test_boot_sd"), "gap": ind["test_auroc"] - ood["test_auroc"],
+                    "submission": ood["submission"], "val_auroc": val_auroc(run)}
+        yield f"one setting|{init}", fn
+
+    def reference():  # the same recipe trained on the diverse competition photos: the gap without a shift
+        run = kit.stage2(arch=kit.p["arch"], strategy="roi_clahe", init="scans", data="all", seed=seed)
+        ind = kit.evaluate(run, comp=narrow, solution=nsol, tag="narrow")
+        ood = kit.evaluate(run)
+        return {"train": "diverse", "init": "scans", "in_dist": ind["test_auroc"], "test_auroc": ood["test_auroc"],
+                "in_dist_boot_sd": ind.get("test_boot_sd"), "test_boot_sd": ood.get("test_boot_sd"),
+                "gap": ind["test_auroc"] - ood["test_auroc"], "submission": ood["submission"],
+                "val_auroc": val_auroc(run)}
+    yield "diverse|scans", reference
+
+
+EXPERIMENT_FNS = {"backbone": exp_backbone, "stages": exp_stages, "preprocess": exp_preprocess,
+                  "fraction": exp_fraction, "vote": exp_vote, "shift": exp_shift}
+
+
+def result_path(kit: Kit, exp: str, arm: str, seed: int) -> Path:
+    safe = arm.replace("|", "__").replace(" ", "_").replace("+", "-")
+    return kit.work / "results" / exp / f"{safe}_s{seed}.json"
+
+
+def run_arm(kit: Kit, exp: str, arm: str, seed: int, fn) -> dict:
+    out = result_path(kit, exp, arm, seed)
+    if out.is_file():
+        return json.loads(out.read_text())
+    t0 = time.time()
+    try:
+        res = fn()
+    except (Exception, SystemExit) as e:  # one broken arm is reported, never kills the others; no JSON: retried
+        msg = f"{type(e).__name__}: {e}"
+        print(f"[ablation] {exp}/{arm} seed {seed} FAILED: {msg}\n{traceback.format_exc()}", file=sys.stderr)
+        return {"exp": exp, "arm": arm, "seed": seed, "error": msg[:300]}
+    res = {"exp": exp, "arm": arm, "seed": seed, **res, "seconds": round(time.time() - t0, 1)}
+    write_json(out, _clean(res))
+    return res
+
+
+def _clean(o):
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    return o
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------------------------
+def fmt(vals, digits: int = 3) -> str:
+    v = [float(x) for x in vals if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return "n/a"
+    return f"{np.mean(v):.{digits}f}" if len(v) == 1 else f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1):.{digits}f}"
+
+
+def mean_or_none(vals):
+    v = [float(x) for x in vals if x is not None]
+    return float(np.mean(v)) if v else None
+
+
+ARM_ORDER = ["none", "scans", "scans+extra", "raw", "roi_clahe", "full", "fold 0 alone", "hard", "soft", "rank",
+             "one setting|none", "one setting|scans", "one setting|scans+extra", "diverse|scans"]
+
+
+def _arm_key(kit: Kit, arm: str):
+    if arm in kit.p["backbones"]:
+        return (0, kit.p["backbones"].index(arm), "")
+    if arm in ARM_ORDER:
+        return (1, ARM_ORDER.index(arm), "")
+    head, _, tail = arm.partition("|")
+    try:  # fraction arms "0.05|scans"
+        return (2, float(head), tail)
+    except ValueError:
+        return (3, 0, arm)
+
+
+def collect(kit: Kit, exp: str, failures: list[dict]) -> dict[str, list[dict]]:
+    by_arm: dict[str, list[dict]] = {}
+    for f in sorted((kit.work / "results" / exp).glob("*.json")):
+        r = json.loads(f.read_text())
+        by_arm.setdefault(r["arm"], []).append(r)
+    for r in failures:
+        if r["exp"] == exp:
+            by_arm.setdefault(r["arm"], []).append(r)
+    return {a: by_arm[a] for a in sorted(by_arm, key=lambda a: _arm_key(kit, a))}
+
+
+def _cells(rs: list[dict], key: str = "test_auroc") -> tuple[str, str, str, str]:
+    ok = [r for r in rs if "error" not in r]
+    err = [r for r in rs if "error" in r]
+    main = fmt([r.get(key) for r in ok]) + (f" ({len(err)} failed: {err[0]['error'][:80]})" if err else "")
+    return main, str(len(ok)), fmt([r.get("test_boot_sd") for r in ok]), fmt([r.get("seconds") for r in ok], 0)
+
+
+INIT_NAME = {"none": "single-stage (random init)", "scans": "Stage I scans -> Stage II",
+             "scans+extra": "Stage I scans + photos -> Stage II"}
+
+
+def table(exp: str, by_arm: dict[str, list[dict]], kit: Kit) -> list[str]:
+    L = []
+    if exp == "backbone":
+        L += ["| backbone | params (M) | hidden-test macro-AUROC | seeds | test bootstrap sd | fold-0 val AUROC | s/arm | "
+              "paper (Table 5) |", "|---|---|---|---|---|---|---|---|"]
+        for arm, rs in by_arm.items():
+            m, n, b, s = _cells(rs)
+            par = next((r.get("params_m") for r in rs if r.get("params_m")), "")
+            paper = "the paper's choice" if arm.startswith("convnext") else "compared, not chosen"
+            L.append(f"| {arm} | {par} | {m} | {n} | {b} | {fmt([r.get('val_auroc') for r in rs])} | {s} | {paper} |")
+    elif exp == "stages":
+        base = mean_or_none([r.get("test_auroc") for r in by_arm.get("none", []) if "error" not in r])
+        L += ["| training | hidden-test macro-AUROC | Δ vs single-stage | seeds | test bootstrap sd | fold-0 val AUROC "
+              "| s/arm | paper (Table 6) |", "|---|---|---|---|---|---|---|---|"]
+        for arm, rs in by_arm.items():
+            m, n, b, s = _cells(rs)
+            mu = mean_or_none([r.get("test_auroc") for r in rs if "error" not in r])
+            d = f"{mu - base:+.3f}" if mu is not None and base is not None else "n/a"
+            paper = {"none": "baseline", "scans": "above baseline (direction)",
+                     "scans+extra": "best, multi-source (direction)"}.get(arm, "")
+            L.append(f"| {INIT_NAME.get(arm, arm)} | {m} | {d} | {n} | {b} | "
+                     f"{fmt([r.get('val_auroc') for r in rs])} | {s} | {paper} |")
+    elif exp == "preprocess":
+        L += ["| preprocessing | hidden-test macro-AUROC | seeds | test bootstrap sd | fold-0 val AUROC | s/arm | "
+              "paper (Table 7, hidden AUROC) |", "|---|---|---|---|---|---|---|"]
+        for arm, rs in by_arm.items():
+            m, n, b, s = _cells(rs)
+            L.append(f"| {arm} | {m} | {n} | {b} | {fmt([r.get('val_auroc') for r in rs])} | {s} | "
+                     f"{PAPER['preprocess'].get(arm, '')} |")
+    elif exp == "fraction":
+        L += ["| share of target train | images | single-stage | Stage I -> Stage II | gain from Stage I |",
+              "|---|---|---|---|---|"]
+        fracs = sorted({float(a.split("|")[0]) for a in by_arm})
+        for f in fracs:
+            a, b = by_arm.get(f"{f:g}|none", []), by_arm.get(f"{f:g}|scans", [])
+            ma = mean_or_none([r.get("test_auroc") for r in a if "error" not in r])
+            mb = mean_or_none([r.get("test_auroc") for r in b if "error" not in r])
+            n = next((r.get("n_train") for r in a + b if r.get("n_train")), "")
+            g = f"{mb - ma:+.3f}" if ma is not None and mb is not None else "n/a"
+            L.append(f"| {f:.0%} | {n} | {_cells(a)[0] if a else 'n/a'} | {_cells(b)[0] if b else 'n/a'} | {g} |")
+    elif exp == "vote":
+        L += ["| ensemble | hidden-test macro-AUROC | seeds | test bootstrap sd | 5-fold OOF AUROC | paper |",
+              "|---|---|---|---|---|---|"]
+        for arm, rs in by_arm.items():
+            m, n, b, _ = _cells(rs)
+            paper = f"{PAPER['final']} (final, hard vote, ConvNeXt-Base, BHF)" if arm == "hard" else ""
+            L.append(f"| {arm} | {m} | {n} | {b} | {fmt([r.get('oof_auroc') for r in rs])} | {paper} |")
+    elif exp == "shift":
+        L += ["| Stage II trained on | init | same-setting test AUROC | diverse test AUROC | gap (same − diverse) | "
+              "seeds | diverse-test bootstrap sd |", "|---|---|---|---|---|---|---|"]
+        for arm, rs in by_arm.items():
+            ok = [r for r in rs if "error" not in r]
+            train, init = arm.split("|")
+            m, n, b, _ = _cells(rs)
+            L.append(f"| {train} | {INIT_NAME.get(init, init)} | {fmt([r.get('in_dist') for r in ok])} | {m} | "
+                     f"{fmt([r.get('gap') for r in ok])} | {n} | {b} |")
+    return L
+
+
+def plot_fraction(kit: Kit, by_arm: dict, png: Path) -> bool:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    drawn = False
+    for init, style in (("none", "o--"), ("scans", "s-")):
+        pts = []
+        for arm, rs in by_arm.items():
+            if arm.endswith(f"|{init}"):
+                v = [r["test_auroc"] for r in rs if r.get("test_auroc") is not None]
+                if v:
+                    pts.append((float(arm.split("|")[0]), np.mean(v), np.std(v) if len(v) > 1 else 0.0))
+        if pts:
+            pts.sort()
+            x, y, e = map(np.array, zip(*pts))
+            ax.errorbar(x * 100, y, yerr=e, fmt=style, capsize=3, label=INIT_NAME[init])
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xscale("log")
+    ax.set_xlabel("% of the target training images (fold 0's training part)")
+    ax.set_ylabel("hidden-test macro-AUROC")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_roc(kit: Kit, results: dict[str, dict[str, list[dict]]], png: Path) -> bool:
+    """Per-class ROC curves of seed-0 submissions: the `stages` arms (or whatever ran) plus the hard vote."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+    curves = []
+    for exp, arms in (("stages", ("none", "scans", "scans+extra")), ("vote", ("hard", "soft"))):
+        for arm in arms:
+            r = next((r for r in results.get(exp, {}).get(arm, []) if r.get("submission")), None)
+            if r and Path(r["submission"]).is_file():
+                name = f"{INIT_NAME.get(arm, arm)}" if exp == "stages" else f"5-fold {arm} vote"
+                curves.append((name, r))
+    if not curves:
+        return False
+    fig, axes = plt.subplots(1, len(LABELS), figsize=(3.1 * len(LABELS), 3.3))
+    for name, r in curves:
+        sub = pd.read_csv(r["submission"], dtype={"id": str})
+        sol = pd.read_csv(r["solution"], dtype={"id": str})
+        m = sol.merge(sub, on="id", suffixes=("", "_p"))
+        for ax, lb in zip(axes, LABELS):
+            y = m[lb].to_numpy(int)
+            if y.min() == y.max():
+                continue
+            fpr, tpr, _ = roc_curve(y, m[f"{lb}_p"].to_numpy(float))
+            ax.plot(fpr, tpr, lw=1.2, label=name)
+    for ax, lb in zip(axes, LABELS):
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set_title(lb)
+        ax.set_xlabel("FPR")
+    axes[0].set_ylabel("TPR")
+    axes[-1].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _stat(rs: list[dict], key: str = "test_auroc", boot: str = "test_boot_sd") -> tuple[float, float] | None:
+    """(mean, noise sd) of an arm: the sd over seeds when there are 2+, else the test-set bootstrap sd."""
+    ok = [r for r in rs if "error" not in r and r.get(key) is not None]
+    if not ok:
+        return None
+    v = [float(r[key]) for r in ok]
+    if len(v) > 1:
+        return float(np.mean(v)), float(np.std(v, ddof=1))
+    b = ok[0].get(boot)
+    return v[0], float(b) if b is not None else float("nan")
+
+
+def verdict(diff: float, noise: float) -> str:
+    """Is a claimed `diff > 0` seen? Within 2 noise sds it is not resolved either way (the noise combines the arms'
+    sds as if independent; the arms share one test set, so this is conservative)."""
+    if math.isnan(noise):
+        return "reproduces (no noise estimate)" if diff > 0 else "does not reproduce (no noise estimate)"
+    if abs(diff) <= 2 * noise:
+        return f"not resolved (Δ within ±2σ = ±{2 * noise:.3f})"
+    return "reproduces" if diff > 0 else "does not reproduce (opposite, beyond 2σ)"
+
+
+def claims(kit: Kit, results: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """One row per claim of the paper (or of Nonaka & Seita) that our arms can test."""
+    rows = []
+
+    def cmp(claim: str, exp: str, a: str, b: str, key="test_auroc", boot="test_boot_sd", is_claim=True):
+        sa, sb = _stat(results[exp].get(a, []), key, boot), _stat(results[exp].get(b, []), key, boot)
+        if sa and sb:
+            d, n = sa[0] - sb[0], math.hypot(sa[1], sb[1])
+            v = verdict(d, n)
+            if not is_claim:
+                v = "no claim: " + ("within noise" if v.startswith("not resolved") else
+                                    f"{a} {'higher' if d > 0 else 'lower'}")
+            rows.append(f"| {claim} | {sa[0]:.3f} vs {sb[0]:.3f} (Δ {d:+.3f}) | {v} |")
+    for other in kit.p["backbones"][1:]:
+        cmp(f"ConvNeXt beats {other} at equal budget (Table 5)", "backbone", kit.p["backbones"][0], other)
+    cmp("Stage I on scans beats single-stage (Table 6)", "stages", "scans", "none")
+    cmp("adding a second Stage I source helps further (Table 6)", "stages", "scans+extra", "scans")
+    cmp("ROI + CLAHE beats raw (Table 7: 0.868 vs 0.753)", "preprocess", "roi_clahe", "raw")
+    cmp("ROI + CLAHE beats full rectification (Table 7: 0.868 vs 0.834)", "preprocess", "roi_clahe", "full")
+    cmp("full rectification beats raw (Table 7: 0.834 vs 0.753)", "preprocess", "full", "raw")
+    fr = results["fraction"]
+    fracs = sorted({float(a.split("|")[0]) for a in fr})
+    if len(fracs) >= 2:
+        lo, hi = fracs[0], fracs[-1]
+        st = [_stat(fr.get(f"{f:g}|{i}", [])) for f in (lo, hi) for i in ("scans", "none")]
+        if all(st):
+            g_lo, g_hi = st[0][0] - st[1][0], st[2][0] - st[3][0]
+            n = math.sqrt(sum(x[1] ** 2 for x in st))
+            rows.append(f"| Stage I gain is largest with scarce target data (Nonaka & Seita) | gain {g_lo:+.3f} at "
+                        f"{lo:.0%} vs {g_hi:+.3f} at {hi:.0%} | {verdict(g_lo - g_hi, n)} |")
+    cmp("the 5-fold hard vote beats one fold model", "vote", "hard", "fold 0 alone")
+    cmp("soft vote vs hard vote (the paper submits hard)", "vote", "soft", "hard", is_claim=False)
+    sh = results["shift"]
+    ok = [r for r in sh.get("one setting|none", []) if "error" not in r and r.get("gap") is not None]
+    if ok:
+        gaps = [float(r["gap"]) for r in ok]
+        noise = float(np.std(gaps, ddof=1)) if len(gaps) > 1 else math.hypot(
+            float(ok[0].get("in_dist_boot_sd") or math.nan), float(ok[0].get("test_boot_sd") or math.nan))
+        rows.append(f"| single-source training loses accuracy on other render settings | gap (same − diverse) "
+                    f"{np.mean(gaps):+.3f} | {verdict(float(np.mean(gaps)), noise)} |")
+    cmp("diverse Stage I recovers diverse-test accuracy of single-setting training", "shift", "one setting|scans",
+        "one setting|none")
+    if not rows:
+        return []
+    return ["| claim | ours (hidden test) | verdict |", "|---|---|---|", *rows]
+
+
+def machine() -> str:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{cores} cores ({cpu or 'unknown CPU'}), GPU: {gpu}, Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
+TITLES = {"backbone": "1. Backbone (paper Table 5)", "stages": "2. Knowledge augmentation (paper Table 6)",
+          "preprocess": "3. Preprocessing (paper Table 7)",
+          "fraction": "4. Target-data fraction, with and without Stage I (Nonaka & Seita)",
+          "vote": "5. Ensembling the five folds", "shift": "6. Cross-generator shift (single-source limitation)"}
+WHAT = {
+    "backbone": "Stage I (scans, seed 0) then Stage II fold 0, same epochs, batch, image size and lr for each.",
+    "stages": "Stage II fold 0 from random init, from Stage I on scans, and from Stage I on scans + diverse "
+              "photo-like pages of other signals (two sources, each epoch drawing every image once).",
+    "preprocess": "Stage II fold 0 from random init, the cache built with each strategy; ROI by src.roi's OpenCV "
+                  "detector (no YOLO weights trained here). Test images get the same strategy via infer.",
+    "fraction": "Fold 0 validates on all its images; Stage II trains on a nested random share of the other folds.",
+    "vote": "One Stage I -> Stage II run, all five folds, each test image scored by every fold model, then voted; "
+            "hard votes at each fold's OOF F1 thresholds (src.train).",
+    "shift": "Stage II (fold 0 of its own 5-fold split) on photos of ONE page setting (3x4 + II rhythm, red grid, "
+             "letter, no paper artefacts; camera still varies), scored on a test set of that setting and on the "
+             "diverse competition test set. The last row is the same recipe trained on the diverse photos.",
+}
+
+
+def write_report(kit: Kit, path: Path, failures: list[dict], wall: float, argv: list[str]) -> None:
+    cfg, p = kit.cfg, kit.p
+    results = {exp: collect(kit, exp, failures) for exp in EXPERIMENTS}
+    L = ["# Ablations of the ecgka recipe (issue 9)", "",
+         f"Generated by `bench/ablation.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+         "Metric: macro-AUROC on the synthetic competition's hidden test set (`solution.csv`, Public + Private), "
+         "classes without both outcomes skipped. `mean ± sd` is over Stage II seeds; with one seed only the mean is "
+         "shown, and the *test bootstrap sd* column (resampling test images, one model) is the noise floor to judge "
+         "differences by.", "",
+         "## Setup", "",
+         f"- Command: `python -m bench.ablation {' '.join(shlex.quote(a) for a in argv)}`",
+         f"- Preset `{cfg.preset}` (budget {cfg.budget:g}): {p['n_train']} train / {p['n_test']} test competition "
+         f"photos ({p['photo_size'][0]}x{p['photo_size'][1]}), {p['n_scans']} Stage I scans, {p['n_extra']} extra "
+         f"photo-like Stage I images, shift set {p['n_shift']} / {p['n_shift_test']}; caches {p['size'][0]}x"
+         f"{p['size'][1]}; Stage I {p['epochs1']} epochs, Stage II {p['epochs2']} epochs, batch {p['batch']}, "
+         f"lr and the rest src.engine.FitConfig defaults; main arch `{p['arch']}`; seeds {list(cfg.seeds)}.",
+         "- Protocol: every arm but `vote` trains fold 0 only (the other four folds train, fold 0 validates) and is "
+         "scored on the hidden test set with that one model's probabilities. Stage I checkpoints are trained once "
+         "(seed 0) per variant and arch and shared by all seeds. Paper numbers are from the BHF hidden test "
+         "(real photos, ConvNeXt-Base, 30-50 epochs at 512x768), ours from a small synthetic task: compare "
+         "directions, not values.",
+         f"- Machine: {machine()}.",
+         f"- Wall time of this invocation: {wall / 60:.1f} min; arm times (s/arm) include the Stage I runs and "
+         f"caches an arm was the first to need. Work folder: `{kit.work}`; every stage command it ran: "
+         f"`{kit.commands}`.", ""]
+    verdicts = claims(kit, results)
+    if verdicts:
+        L += ["## Verdicts", "", "Each claim against our arms; σ is the seed sd (2+ seeds) or else the test-set "
+              "bootstrap sd of one model.", "", *verdicts, ""]
+    for exp in EXPERIMENTS:
+        by_arm = results[exp]
+        L += [f"## {TITLES[exp]}", "", WHAT[exp], ""]
+        if not by_arm:
+            L += ["Not run in this invocation (or no result yet). Run it with "
+                  f"`python -m bench.ablation --preset={cfg.preset} --experiments={exp} --seeds=0,1,2`.", ""]
+            continue
+        L += table(exp, by_arm, kit) + [""]
+        if exp == "fraction" and plot_fraction(kit, by_arm, path.parent / "ablation_fraction.png"):
+            L += ["![data-fraction curve](ablation_fraction.png)", ""]
+    if plot_roc(kit, results, path.parent / "ablation_roc.png"):
+        L += ["## ROC curves (seed 0, hidden test set)", "", "![ROC curves](ablation_roc.png)", ""]
+    if kit.commands.is_file():
+        cmds = kit.commands.read_text().splitlines()
+        uniq = list(dict.fromkeys(cmds))
+        L += ["## Exact commands", "", f"<details><summary>{len(uniq)} distinct stage commands (in order; re-running "
+              "one is a no-op when its output exists)</summary>", "", "```bash", *uniq, "```", "", "</details>", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, "\n".join(L) + "\n")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg = parse_args(AblationConfig, argv)
+    bad = [e for e in cfg.experiments if e not in EXPERIMENTS]
+    if bad:
+        raise SystemExit(f"--experiments: unknown {bad}; choose from {','.join(EXPERIMENTS)}")
+    t0 = time.time()
+    kit = Kit(cfg)
+    report = Path(cfg.report) if cfg.report else kit_config.REPO / "reports" / "ablation.md"
+    kit.build_data()
+    failures: list[dict] = []
+    for exp in dict.fromkeys(cfg.experiments):  # in the order given: put what matters most first on a short budget
+        for seed in cfg.seeds:
+            try:
+                arms = list(EXPERIMENT_FNS[exp](kit, seed))
+            except (Exception, SystemExit) as e:  # e.g. the shift set could not be made: report it, go on
+                failures.append({"exp": exp, "arm": "(setup)", "seed": seed, "error": f"{type(e).__name__}: {e}"})
+                print(f"[ablation] {exp} setup FAILED: {e}\n{traceback.format_exc()}", file=sys.stderr)
+                continue
+            for arm, fn in arms:
+                r = run_arm(kit, exp, arm, seed, fn)
+                if "error" in r:
+                    failures.append(r)
+                else:
+                    print(f"[ablation] {exp} / {arm} / seed {seed}: hidden-test macro-AUROC {r['test_auroc']:.4f}",
+                          flush=True)
+        write_report(kit, report, failures, time.time() - t0, argv)
+    write_report(kit, report, failures, time.time() - t0, argv)
+    print(f"[ablation] report -> {report} ({(time.time() - t0) / 60:.1f} min)")
+    return report
+
+
+if __name__ == "__main__":
+    main()

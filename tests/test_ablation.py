@@ -1,0 +1,91 @@
+"""Smoke test of bench/ablation.py at `tiny` size: every experiment runs one short configuration end to end (one data
+build shared by all, 1 seed, 1 epoch, 64x128 images, a few dozen images) and writes its table into a tmp report."""
+import re
+
+import pandas as pd
+import pytest
+
+from bench import ablation
+
+TITLES = {exp: title for exp, title in ablation.TITLES.items()}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    work = tmp_path_factory.mktemp("ablation")
+    report = work / "report" / "ablation.md"
+    argv = [f"--workdir={work}", f"--report={report}", "--preset=tiny", "--seeds=0", "--n_folds=3",
+            "--backbones=convnext_atto,pvt_v2_b0", "--fractions=0.2,1.0", "--shift_inits=none,scans",
+            "--bootstrap=20", "--workers=1"]
+    ablation.main(argv)
+    return work, report, report.read_text()
+
+
+def section(text: str, exp: str) -> str:
+    start = text.index(f"## {TITLES[exp]}")
+    nxt = text.find("\n## ", start + 3)
+    return text[start:nxt if nxt > 0 else None]
+
+
+def table_rows(sec: str) -> list[list[str]]:
+    rows = [ln for ln in sec.splitlines() if ln.startswith("|")]
+    assert len(rows) >= 3, f"no table in:\n{sec}"
+    return [[c.strip() for c in r.strip("|").split("|")] for r in rows[2:]]
+
+
+@pytest.mark.parametrize("exp", ablation.EXPERIMENTS)
+def test_each_experiment_writes_a_numeric_table(smoke, exp):
+    _, _, text = smoke
+    rows = table_rows(section(text, exp))
+    expected = {"backbone": 2, "stages": 3, "preprocess": 3, "fraction": 2, "vote": 4, "shift": 3}[exp]
+    assert len(rows) == expected, rows
+    for row in rows:
+        assert "failed" not in " ".join(row), row
+        nums = [float(m) for c in row for m in re.findall(r"(?<![\d.])[01]\.\d{3}(?!\d)", c)]
+        assert nums and all(0.0 <= v <= 1.0 for v in nums), f"no AUROC in row {row}"
+
+
+def test_report_has_setup_plots_and_commands(smoke):
+    work, report, text = smoke
+    assert "Machine:" in text and "Wall time" in text and "python -m bench.ablation" in text
+    assert (report.parent / "ablation_fraction.png").stat().st_size > 1000
+    assert (report.parent / "ablation_roc.png").stat().st_size > 1000
+    assert "python -m src.train" in text and "python -m src.infer" in text and "--vote=rank" in text
+    paper = table_rows(section(text, "preprocess"))
+    assert [r[-1] for r in paper] == ["0.753", "0.868", "0.834"]  # raw, roi_clahe, full beside ours
+
+
+def test_vote_uses_all_folds_and_shift_has_a_gap(smoke):
+    work, _, _ = smoke
+    info = pd.read_json(next((work / "runs" / "train").glob("*-all-s0/sub-abl-comp-hard-fall_info.json")),
+                        typ="series")
+    assert sorted(info["folds"]) == [0, 1, 2]
+    r = pd.read_json(work / "results" / "shift" / "one_setting__none_s0.json", typ="series")
+    assert r["gap"] == pytest.approx(r["in_dist"] - r["test_auroc"])
+
+
+def test_finished_arms_are_not_rerun(smoke):
+    work, report, _ = smoke
+    before = (work / "commands.sh").read_text()
+    ablation.main([f"--workdir={work}", f"--report={report}", "--preset=tiny", "--experiments=stages,vote",
+                   "--n_folds=3", "--workers=1", "--bootstrap=20"])
+    after = (work / "commands.sh").read_text()
+    new = after[len(before):]
+    assert "src.train" not in new and "src.pretrain" not in new, new
+
+
+def test_fraction_subsets_are_nested_and_keep_fold0(smoke):
+    work, _, _ = smoke
+    kit = ablation.Kit(ablation.parse_args(ablation.AblationConfig, [f"--workdir={work}", "--preset=tiny",
+                                                                     "--n_folds=3", "--workers=1"]))
+    kit.build_data()
+    folds = pd.read_csv(kit.folds, dtype={"id": str})
+    fold0 = set(folds.loc[folds["fold"] == 0, "id"])
+    a = set(pd.read_csv(kit.subset("frac0.3", 0, kit.folds), dtype={"id": str})["id"])
+    b = set(pd.read_csv(kit.subset("frac0.6", 0, kit.folds), dtype={"id": str})["id"])
+    assert fold0 <= a <= b and len(b) > len(a)
+
+
+def test_bad_experiment_name_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="unknown"):
+        ablation.main([f"--workdir={tmp_path}", "--experiments=stages,backbones"])
