@@ -89,7 +89,6 @@ def test_pretrain_then_train_all_folds(tmp_path, kaggle_root, capsys):
     assert ((preds >= 0) & (preds <= 1)).all()
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["cache"] == str(cache)  # infer finds the preprocessing through it, or through the copy:
-    import yaml
     assert yaml.safe_load((run / "preprocess.yaml").read_text()) == yaml.safe_load((cache / "preprocess.yaml").read_text())
     assert json.loads((run / "oof_metrics.json").read_text())["n"] == len(usable)
 
