@@ -26,6 +26,7 @@ A finished run (done.json) is not run again.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,10 @@ def main(argv: list[str] | None = None) -> dict:
         write_json(out / "done.json", res)
         print(f"[pretrain] done: best val macro-AUROC {res['best_metric']:.4f} at epoch {res['best_epoch']} -> "
               f"{out / 'best.pt'}")
+        if not np.isfinite(res["best_metric"]):
+            # no class had both outcomes in the hold-out: best.pt is simply the last epoch, chosen blind
+            print(f"[pretrain] WARNING the hold-out ({len(va)} images) could not be scored (no label with both "
+                  f"outcomes); raise --val_frac or add data", file=sys.stderr)
     barrier(rt)
     return {"out": str(out), **res}
 
