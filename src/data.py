@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .config import LABELS
-from .utils import ImageReadError, imread
+from .utils import ImageReadError, imread, opencv_before_fork
 
 META_COLUMNS = {"id", "path", "patient_id", "fold", "strat_fold", "cache_path", "status", "error", "Usage", "source",
                 "box", "quad", "fallback", "split", "seed"}
@@ -269,14 +269,10 @@ def _seed_worker(worker_id: int) -> None:
 
 def make_loader(ds: CacheDataset, sampler: ShardedSampler, batch_size: int, workers: int, train: bool,
                 seed: int = 0, pin_memory: bool = False):
-    import cv2
     import torch
     from torch.utils.data import DataLoader
     if workers > 0:
-        # Forked workers inherit OpenCV's thread setting; n workers should use n cores, not n x cores. It must be set
-        # here, in the parent: cv2.setNumThreads() inside a forked child whose parent already ran OpenCV's thread
-        # pool waits forever on threads that did not survive the fork (measured: a hung worker).
-        cv2.setNumThreads(1)
+        opencv_before_fork()
     # drop the ragged last batch in training when there is a full one (batch-norm backbones fail on a batch of 1)
     drop_last = train and len(sampler) >= batch_size
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,

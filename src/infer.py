@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from .config import find_input, parse_args, paths
-from .utils import ImageReadError, default_workers, imread, set_threads, write_csv, write_json
+from .utils import ImageReadError, default_workers, imread, opencv_before_fork, set_threads, write_csv, write_json
 
 VOTES = ("hard", "soft", "rank")
 
@@ -272,8 +272,8 @@ class TestImages:
 
 def find_images(test_dir: Path, ids: list[str]) -> list[str | None]:
     """Image path per id (file name or stem match under test_dir, subfolders included); None where absent."""
-    from .sources import _image_index  # the competition reader's own id -> file rule
-    index = _image_index(test_dir)
+    from .sources import image_index  # the competition reader's own id -> file rule
+    index = image_index(test_dir)
     return [str(index[i]) if i in index else (str(index[Path(i).stem]) if Path(i).stem in index else None)
             for i in ids]
 
@@ -307,12 +307,7 @@ def predict(folds: list[dict], dataset: TestImages, rt, batch_size: int = 32, wo
     probs = np.full((len(folds), n, c), np.nan, np.float32)
     errors = [""] * n
     if workers:
-        # Forked loader workers set OpenCV to one thread (data._seed_worker). If this process has used OpenCV's
-        # thread pool (tests run preprocessing in-process first), a child tearing down the inherited pool deadlocks
-        # in pthread_cond_destroy; with one OpenCV thread here there is no pool to inherit. Preprocessing happens in
-        # the workers, so this process needs none.
-        import cv2
-        cv2.setNumThreads(1)
+        opencv_before_fork()  # preprocessing happens in the workers, so this process needs no OpenCV threads
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         worker_init_fn=_seed_worker if workers else None, pin_memory=rt.device.type == "cuda",
                         prefetch_factor=4 if workers else None)

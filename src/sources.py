@@ -182,7 +182,7 @@ def _as_float01(series: pd.Series, where: str) -> pd.Series:
 # ----------------------------------------------------------------------------------------------------------------
 # Competition folder (BHF layout; the synthetic competition from make_data has the same one)
 # ----------------------------------------------------------------------------------------------------------------
-def _image_index(folder: Path) -> dict[str, Path]:
+def image_index(folder: Path) -> dict[str, Path]:
     """file name and stem -> path, over the folder and its subfolders (unzipped archives sometimes nest)."""
     index: dict[str, Path] = {}
     for p in _list_images(folder):
@@ -231,7 +231,7 @@ def read_competition(root: str | Path = DEFAULT_ROOTS["bhf"], verify: bool = Fal
         folder = root / split
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} not found: the competition folder has no {split} images. {fix}")
-        index = _image_index(folder)
+        index = image_index(folder)
         ids = frame[id_col].tolist()
         found = [index.get(i) or index.get(Path(i).stem) for i in ids]
         skipped = [{"id": i, "path": str(folder / f"{i}.png"), "error": f"{folder / i}.png: no image for this id"}

@@ -190,10 +190,7 @@ def parallel_map(fn: Callable, items: Iterable, workers: int = 0, desc: str = ""
                 bar.update()
             return
         import cv2
-        # OpenCV's thread pool does not survive fork: a child calling cv2.setNumThreads would wait forever on threads
-        # that are not there. So the parent drops to one OpenCV thread before forking and restores it afterwards.
-        cv2_threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
+        cv2_threads = opencv_before_fork()
         try:
             with get_context("fork").Pool(workers, initializer=_single_thread) as pool:
                 for r in pool.imap_unordered(fn, items, chunksize=chunksize):
@@ -203,6 +200,19 @@ def parallel_map(fn: Callable, items: Iterable, workers: int = 0, desc: str = ""
             cv2.setNumThreads(cv2_threads)
     finally:
         bar.close()
+
+
+def opencv_before_fork() -> int:
+    """Call in the parent before forking workers (pools, DataLoader); returns the previous OpenCV thread count.
+
+    OpenCV's thread pool does not survive fork: a child that touches it (cv2.setNumThreads, or tearing down the
+    inherited pool) waits forever on threads that are not there (seen: pthread_cond_destroy). With one OpenCV thread
+    in the parent there is no pool to inherit, and n workers then use n cores, not n x cores.
+    """
+    import cv2
+    n = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    return n
 
 
 def _single_thread() -> None:
