@@ -1,6 +1,7 @@
 """src/photo.py: the camera moves every label with the pixels; paper corners, ROI box and lead boxes are right."""
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -98,3 +99,59 @@ def test_default_photo_is_bhf_sized_and_trace_aligned():
     assert dark_fraction(img, m, thr=120) > 0.9
     # px_per_mm after the camera is the local scale at the grid centre: page scale x |det J| ** 0.5
     assert 0.3 < m["px_per_mm"] / m["page_px_per_mm"] < 3
+
+
+@pytest.mark.parametrize("curl", [dict(curl=0.0), dict(curl=0.02, curl_axis=0, curl_shape=(1.0, 0.6)),
+                                  dict(curl=0.015, curl_axis=1, curl_shape=(-0.7, -0.8))])
+def test_bend_inverse_is_exact_and_maps_agree(curl):
+    pw, ph = 900, 640
+    pp = _plain_camera(tilt=22, tilt_dir=70, roll=12, **curl)
+    hm, bend = photo._homography(pw, ph, pp), photo._bend(pw, ph, pp)
+    fwd, inv = photo.point_map(hm, bend), photo.inverse_point_map(hm, bend)
+    s = np.random.default_rng(0).uniform([0, 0], [pw - 1, ph - 1], (500, 2))
+    assert np.abs(inv(fwd(s)) - s).max() < 1e-8
+    if bend is not None:
+        assert np.abs(bend.inverse(bend(s)) - s).max() < 1e-8 and np.abs(bend(s) - s).max() > 1
+        corners = np.array([[0, 0], [pw - 1, 0], [pw - 1, ph - 1], [0, ph - 1]], float)
+        assert np.abs(bend(corners) - corners).max() < 1e-9  # the bend vanishes at the corners
+    # the remap maps (coarse grid, upsampled, 1/32 px fixed point) stay within a small fraction of a page pixel of
+    # the exact map (here a page pixel is ~0.6 photo px), and bands of the box give exactly the whole-box maps
+    box = photo._bbox_of(fwd(photo._page_outline(pw, ph)), *pp.out_size)
+    m1, m2 = photo._inverse_maps(inv, box)
+    mx, my = cv2.convertMaps(m1, m2, cv2.CV_32FC1)
+    yy, xx = np.mgrid[0:box[3] - box[1]:7, 0:box[2] - box[0]:7]
+    exact = inv(np.c_[xx.ravel() + box[0], yy.ravel() + box[1]].astype(float))
+    assert np.hypot(mx[yy, xx].ravel() - exact[:, 0], my[yy, xx].ravel() - exact[:, 1]).max() < 0.15
+    y_mid = box[1] + 8 * ((box[3] - box[1]) // 16)
+    top, _ = photo._inverse_maps(inv, (box[0], box[1], box[2], y_mid))
+    bottom, _ = photo._inverse_maps(inv, (box[0], y_mid, box[2], box[3]))
+    assert np.array_equal(np.vstack([top, bottom]), m1)
+
+
+@pytest.mark.parametrize("cam", [dict(tilt=20, tilt_dir=30, roll=25), dict(tilt=15, tilt_dir=250, curl=0.02),
+                                 dict(tilt=8, roll=-4, curl=0.02, curl_axis=1, curl_shape=(-1.0, 0.7))])
+def test_page_points_land_where_the_map_says(cam):
+    """Red dots on a white page, some 5 px from each corner and some mid-edge where the bend is largest: in the photo
+    each dot's centroid is where point_map sends it (so where the metadata says), within a pixel."""
+    page, meta = _page()
+    ph, pw = page.shape[:2]
+    page[:] = 255
+    m = 5
+    dots = np.array([[m, m], [pw - 1 - m, m], [pw - 1 - m, ph - 1 - m], [m, ph - 1 - m], [pw // 2, m],
+                     [pw // 2, ph - 1 - m], [m, ph // 2], [pw - 1 - m, ph // 2], [pw // 3, ph // 3]], float)
+    for x, y in dots.astype(int):
+        page[y - 2:y + 3, x - 2:x + 3] = (255, 0, 0)
+    pp = _plain_camera(noise=0.0, background="paper", bg_rgb=(255, 255, 255), **cam)
+    img, m_out = photo.photograph(page, meta, pp, np.random.default_rng(3))
+    fwd = photo.point_map(np.array(m_out["homography"]), photo._bend(pw, ph, pp))
+    want = fwd(dots)
+    red = np.clip(img[..., 0].astype(float) - img[..., 1], 0, None)
+    for (x, y) in want:
+        x0, y0 = int(round(x)) - 8, int(round(y)) - 8
+        win = red[y0:y0 + 17, x0:x0 + 17]
+        assert win.sum() > 0, (x, y)
+        yy, xx = np.mgrid[y0:y0 + 17, x0:x0 + 17]
+        got = np.array([(win * xx).sum(), (win * yy).sum()]) / win.sum()
+        assert np.hypot(*(got - [x, y])) < 1.0, (cam, (x, y), got)
+    quad = np.array(m_out["paper_quad"])
+    assert np.abs(fwd(np.array([[0, 0], [pw - 1, 0], [pw - 1, ph - 1], [0, ph - 1]], float)) - quad).max() < 1e-6
