@@ -441,32 +441,45 @@ def _antialias_edge(out: np.ndarray, page: np.ndarray, outline: np.ndarray, inv)
     flat[idx] = (flat[idx].astype(np.float32) * (1 - a) + pc * a + 0.5).astype(np.uint8)
 
 
-def _inverse_maps(inv, box, step: int = 8):
-    """Photo px -> page px maps for cv2.remap over `box` (x0, y0, x1, y1): the exact inverse map on a coarse grid,
-    upsampled linearly (the map is smooth: a few hundredths of a px from evaluating it at every pixel). The coarse
-    samples sit at the centres of step x step cells starting one cell before the box, which is exactly where
-    cv2.resize by the integer factor `step` puts them; the box is cut out of the interior, away from resize's clamped
-    border, so boxes that start on the same step lattice get identical maps (tiles join seamlessly)."""
+def _coarse_inverse(inv, box, step: int) -> np.ndarray:
+    """The inverse map (photo px -> page px) over `box` (x0, y0, x1, y1) at the centres of step x step cells, starting
+    one cell before the box: (rows, cols, 2) float32. Those centres are exactly where cv2.resize by the integer factor
+    `step` puts its input samples, so upsampling reproduces them (see _upsample_map)."""
     x0, y0, x1, y1 = box
-    w, h = x1 - x0, y1 - y0
-    mw, mh = -(-w // step) + 2, -(-h // step) + 2
-    gx = x0 - step + (step - 1) / 2 + step * np.arange(mw)
-    gy = y0 - step + (step - 1) / 2 + step * np.arange(mh)
-    s = inv(np.stack(np.meshgrid(gx, gy), -1).reshape(-1, 2)).astype(np.float32)
-    size = (mw * step, mh * step)
-    mx = cv2.resize(s[:, 0].reshape(mh, mw), size, interpolation=cv2.INTER_LINEAR)
-    my = cv2.resize(s[:, 1].reshape(mh, mw), size, interpolation=cv2.INTER_LINEAR)
-    return cv2.convertMaps(mx[step:step + h, step:step + w], my[step:step + h, step:step + w], cv2.CV_16SC2)
+    gx = x0 - step + (step - 1) / 2 + step * np.arange(-(-(x1 - x0) // step) + 2)
+    gy = y0 - step + (step - 1) / 2 + step * np.arange(-(-(y1 - y0) // step) + 2)
+    return inv(np.stack(np.meshgrid(gx, gy), -1).reshape(-1, 2)).astype(np.float32).reshape(len(gy), len(gx), 2)
+
+
+def _upsample_map(coarse: np.ndarray, cx: int, cy: int, w: int, h: int, step: int) -> np.ndarray:
+    """The (h, w, 2) remap map of the w x h box whose top-left pixel is cell (cx, cy) of the coarse grid: linear
+    upsampling (the map is smooth: a few hundredths of a px from the exact one), cut from the interior, away from
+    resize's clamped border. Boxes on the same cell lattice therefore get identical maps: tiles join seamlessly."""
+    sub = coarse[cy:cy + -(-h // step) + 2, cx:cx + -(-w // step) + 2]
+    up = cv2.resize(sub, (sub.shape[1] * step, sub.shape[0] * step), interpolation=cv2.INTER_LINEAR)
+    return up[step:step + h, step:step + w]
+
+
+def _inverse_maps(inv, box, step: int = 8) -> np.ndarray:
+    """Photo px -> page px map (h, w, 2) for cv2.remap over `box`."""
+    x0, y0, x1, y1 = box
+    return _upsample_map(_coarse_inverse(inv, box, step), 0, 0, x1 - x0, y1 - y0, step)
 
 
 def _warp_into(out: np.ndarray, page: np.ndarray, hm, inv, outline: np.ndarray, box, rows: int = 64,
                step: int = 8) -> None:
     """Draw the page into out[box]: through `hm` (warpPerspective) when `inv` is None, else pulled through the inverse
-    map `inv` (cv2.remap). Pixels outside the page keep what is there. Works in bands of `rows` rows, each only as
-    wide as the page outline within it: full-box remap maps (~14 bytes a pixel) would fall out of cache and cost as
-    much as the remap itself, and the corners of the box beside a tilted page need no work. Band edges stay on the
-    `step` lattice of the box, so the banded maps equal the whole-box ones exactly."""
+    map `inv` (cv2.remap with float maps). Pixels outside the page keep what is there.
+
+    Why it looks like this: OpenCV's vectorised warps cover 4-channel images (3-channel ones take a scalar path about
+    twice as slow), so the page is warped as RGBA into an RGBA copy of each band and converted back. Bands of `rows`
+    rows keep that copy and the maps in cache (full-box float maps alone would be 8 bytes a pixel), and each band is
+    only as wide as the page outline within it. Bands start on the `step` lattice of the box, so their maps come from
+    one coarse grid and equal whole-box ones exactly."""
     x0, y0, x1, y1 = box
+    rows = max(step, rows // step * step)
+    page4 = cv2.cvtColor(page, cv2.COLOR_RGB2RGBA)
+    coarse = None if inv is None else _coarse_inverse(inv, box, step)
     a, b = outline, np.roll(outline, -1, 0)
     lo, hi = np.minimum(a[:, 1], b[:, 1]), np.maximum(a[:, 1], b[:, 1])
     for ys in range(y0, y1, rows):
@@ -480,13 +493,15 @@ def _warp_into(out: np.ndarray, page: np.ndarray, hm, inv, outline: np.ndarray, 
         if bx1 <= bx0:
             continue
         dst = out[ys:ye, bx0:bx1]
-        if inv is None:
+        band = cv2.cvtColor(dst, cv2.COLOR_RGB2RGBA)
+        if coarse is None:
             t = np.array([[1, 0, -bx0], [0, 1, -ys], [0, 0, 1]], float)
-            cv2.warpPerspective(page, t @ hm, (bx1 - bx0, ye - ys), dst=dst, flags=cv2.INTER_LINEAR,
+            cv2.warpPerspective(page4, t @ hm, (bx1 - bx0, ye - ys), dst=band, flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_TRANSPARENT)
         else:
-            m1, m2 = _inverse_maps(inv, (bx0, ys, bx1, ye), step)
-            cv2.remap(page, m1, m2, cv2.INTER_LINEAR, dst=dst, borderMode=cv2.BORDER_TRANSPARENT)
+            xy = _upsample_map(coarse, (bx0 - x0) // step, (ys - y0) // step, bx1 - bx0, ye - ys, step)
+            cv2.remap(page4, xy, None, cv2.INTER_LINEAR, dst=band, borderMode=cv2.BORDER_TRANSPARENT)
+        cv2.cvtColor(band, cv2.COLOR_RGBA2RGB, dst=dst)
 
 
 def _glare(img, rng, strength, quad):
