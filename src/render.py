@@ -643,7 +643,7 @@ def add_noise(img: np.ndarray, sigma: float, rng, inplace: bool = False) -> tupl
 
 
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    # decoded straight to RGB: the same pixels as decoding to BGR and swapping, in about 2/3 of the time
+    # decoded straight to RGB: the same pixels as decoding to BGR and swapping, without the extra pass (~10% less)
     buf = np.frombuffer(encode_image(img, ".jpg", quality=int(quality)), np.uint8)
     return cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB)
 
