@@ -37,7 +37,7 @@ def table_rows(sec: str) -> list[list[str]]:
 def test_each_experiment_writes_a_numeric_table(smoke, exp):
     _, _, text = smoke
     rows = table_rows(section(text, exp))
-    expected = {"backbone": 2, "stages": 3, "preprocess": 3, "fraction": 2, "vote": 4, "shift": 3}[exp]
+    expected = {"backbone": 2, "stages": 3, "preprocess": 3, "fraction": 2, "vote": 4, "shift": 3, "ceiling": 3}[exp]
     assert len(rows) == expected, rows
     for row in rows:
         assert "failed" not in " ".join(row), row
@@ -53,6 +53,14 @@ def test_report_has_setup_plots_and_commands(smoke):
     assert "python -m src.train" in text and "python -m src.infer" in text and "--vote=rank" in text
     paper = table_rows(section(text, "preprocess"))
     assert [r[-1] for r in paper] == ["0.753", "0.868", "0.834"]  # raw, roi_clahe, full beside ours
+
+
+def test_ceiling_rows_follow_the_views_at_the_cache_width(smoke):
+    _, _, text = smoke
+    rows = table_rows(section(text, "ceiling"))
+    # tiny caches are 128 px wide: a 10 s row keeps ~13 samples/s
+    assert [r[0] for r in rows] == ["full:100", "full:13", "3x4:13"]
+    assert all(r[1] == "40" for r in rows)
 
 
 def test_vote_uses_all_folds_and_shift_has_a_gap(smoke):
