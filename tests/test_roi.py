@@ -115,6 +115,10 @@ def test_yolo_trains_and_predicts_offline(tmp_path):
         assert (run / f).exists(), f
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n_val"] == 2 and 0.0 <= metrics["val_mean_iou"] <= 1.0
+    # the config's training choices reach ultralytics (an override dict that dropped them would train differently)
+    import yaml
+    args = yaml.safe_load((run / "yolo" / "args.yaml").read_text())
+    assert (args["rect"], args["nbs"], args["optimizer"], args["lr0"]) == (True, 16, "AdamW", 0.002), args
     assert (tmp_path / "yolo-config" / "Ultralytics" / "Arial.ttf").exists()
     assert res["box"] is None or len(res["box"]) == 4
     assert res["method"][0] in ("yolo", "grid", "trace", "none")
