@@ -445,7 +445,7 @@ def exp_ceiling(kit: Kit, seed: int):
     for view in ("full:100", f"full:{hz}", f"3x4:{hz}"):
         for n in p["ceiling_n"]:
             def fn(view=view, n=n):
-                out = kit.work / "results" / "ceiling-runs" / f"{view.replace(':', '')}-n{n}-s{seed}.json"
+                out = kit.work / "runs" / "ceiling" / f"{view.replace(':', '')}-n{n}-s{seed}.json"
                 rows = kit.call("bench.ceiling", [f"--views={view}", f"--n_train={n}",
                                                   f"--n_test={max(300, p['n_test'])}",  # signals are cheap
                                                   f"--epochs={p['ceiling_epochs']}", f"--seed={seed}",
