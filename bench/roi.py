@@ -1,6 +1,8 @@
 """ROI detector quality: mean IoU of predicted vs true grid box on held-out photo renders, YOLO and OpenCV fallback.
 
     python -m bench.roi --weights=outputs/roi/yolov8n/best.pt      # evaluate trained weights
+    python -m bench.roi --weights=... --style=scan --n_test=300    # held-out scans instead (the Stage I images,
+                                                                   #   cropped by the fallback in the CPU demo)
     python -m bench.roi                                            # no weights: train a small YOLO here first (CPU,
                                                                    #   capped at --minutes), then evaluate it
     python -m bench.roi --n_train=300 --imgsz=160 --minutes=4.5 --n_test=60      # a quick, weaker run
@@ -30,7 +32,9 @@ from src.utils import parallel_map, set_threads
 class RoiBenchConfig:
     """Mean IoU of the ROI detectors on held-out photo renders."""
     weights: str = ""  # YOLO weights to evaluate; '' = train a small one here first
-    n_test: int = 60  # held-out photos
+    n_test: int = 60  # held-out images
+    style: str = "photo"  # held-out images: photo | scan (render.make_image's styles); training is always on photos
+    scan_size: tuple[int, ...] = (880, 680)  # scan W H with --style=scan (the demo scans' size)
     # Training here: YOLOv8n from scratch on one CPU thread. At 160 px one input pixel is ~8 photo pixels and 4.5 min
     # reached 0.83; these defaults reach the 0.90 target with room (mean IoU 0.96 after 20 min, 26 epochs, on a
     # shared 2-core machine; 35 min gave 0.965): 320 px trained as 320x192 rectangles (src.roi's rect) with one
@@ -49,20 +53,22 @@ class RoiBenchConfig:
     out: str = ""  # work folder (default outputs/bench/roi)
 
 
-def _render(i: int, seed: int, size: tuple[int, int]):
+def _render(i: int, seed: int, size: tuple[int, int], style: str = "photo"):
     rng = np.random.default_rng([seed, i])
     signal, smeta = synth.synthesize(rng)
-    img, meta = render.make_image(signal, smeta["fs"], rng, style="photo", size=size)
+    img, meta = render.make_image(signal, smeta["fs"], rng, style=style, size=size)
     return i, img, meta["roi_box"]
 
 
-def _photos(n, seed, size, workers, desc):
-    """[(RGB photo, true box)] in index order."""
-    return [(img, box) for _, img, box in sorted(_render_all(n, seed, size, workers, desc), key=lambda r: r[0])]
+def _photos(n, seed, size, workers, desc, style="photo"):
+    """[(RGB image, true box)] in index order."""
+    return [(img, box) for _, img, box in sorted(_render_all(n, seed, size, workers, desc, style),
+                                                 key=lambda r: r[0])]
 
 
-def _render_all(n, seed, size, workers, desc):
-    return parallel_map(partial(_render, seed=seed, size=tuple(size)), range(n), workers=workers, desc=desc)
+def _render_all(n, seed, size, workers, desc, style="photo"):
+    return parallel_map(partial(_render, seed=seed, size=tuple(size), style=style), range(n), workers=workers,
+                        desc=desc)
 
 
 def training_set(work: Path, n: int, seed: int, size, workers: int) -> Path:
@@ -89,7 +95,10 @@ def main(argv=None):
     work = Path(cfg.out) if cfg.out else paths().outputs / "bench" / "roi"
     weights = cfg.weights
     # Render before training: forking worker processes after torch has run its thread pool can hang them.
-    test = _photos(cfg.n_test, cfg.seed, cfg.photo_size, cfg.workers, "render test")
+    if cfg.style not in ("photo", "scan"):
+        raise SystemExit(f"--style must be photo or scan, got {cfg.style!r}")
+    test_size = cfg.photo_size if cfg.style == "photo" else cfg.scan_size
+    test = _photos(cfg.n_test, cfg.seed, test_size, cfg.workers, "render test", cfg.style)
     if not weights:
         data = training_set(work, cfg.n_train, cfg.seed + 1, cfg.photo_size, cfg.workers)
         t0 = time.time()
@@ -105,10 +114,11 @@ def main(argv=None):
     rows = {"YOLO": _evaluate(test, weights, cfg.conf, True),
             "fallback (OpenCV)": _evaluate(test, None, cfg.conf, False),
             f"combined (conf {cfg.conf})": _evaluate(test, weights, cfg.conf, False)}
-    print(f"ROI IoU on {cfg.n_test} held-out {cfg.photo_size[0]}x{cfg.photo_size[1]} photo renders (seed {cfg.seed}):")
+    print(f"ROI IoU on {cfg.n_test} held-out {test_size[0]}x{test_size[1]} {cfg.style} renders (seed {cfg.seed}):")
     for name, r in rows.items():
         print(f"  {name:<22} mean {r['mean_iou']:.3f}  median {r['median_iou']:.3f}  IoU>=0.9 "
-              f"{100 * r['frac_iou_ge_0.9']:5.1f}%  {r['ms']:6.1f} ms/img  methods {r['methods']}")
+              f"{100 * r['frac_iou_ge_0.9']:5.1f}%  IoU<0.5 {100 * r['frac_iou_lt_0.5']:5.1f}%  {r['ms']:6.1f} ms/img  "
+              f"methods {r['methods']}")
     return rows
 
 

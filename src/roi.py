@@ -155,7 +155,9 @@ def paper_mask(small: np.ndarray, lab: np.ndarray | None = None) -> np.ndarray:
     sheet may be in shade, tinted by its grid, or beside a blank sheet or a bright desk, so several thresholds around
     Otsu's are tried and each blob scored by the share of all dark strokes it holds minus half its share of the image
     (the ECG holds most of the ink; a blob that swallowed the desk holds it too but is needlessly big). Holes
-    (traces, labels) are filled. All ones when no blob of 8-97% of the image exists.
+    (traces, labels) are filled. All ones when no blob of 8-97% of the image scores better than the whole image
+    would (all the ink, half a penalty): on a scan the page is nearly the whole image, and a grid-tinted page loses
+    to a white header strip or a grey scanner bed, so a small bright blob that misses most of the ink is not the sheet.
     """
     sh, sw = small.shape[:2]
     lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB) if lab is None else lab
@@ -168,7 +170,7 @@ def paper_mask(small: np.ndarray, lab: np.ndarray | None = None) -> np.ndarray:
     k = max(3, min(sh, sw) // 60) | 1
     ink = (dark_strokes(lab) > 25).astype(np.uint8)
     n_ink = max(1, int(ink.sum()))
-    best, best_score = None, -np.inf
+    best, best_score = None, 1.0 - 0.5  # the whole image: all the ink, all the area
     # The sheet may be darker than another sheet or a bright desk (shade, tinted grid): try several levels and keep
     # the blob that holds most of the ink without being much bigger than needed.
     for t in sorted({int(np.clip(t0 + d, 1, 254)) for d in (15, 0, -15, -30, -45, -60)}):
@@ -186,8 +188,83 @@ def paper_mask(small: np.ndarray, lab: np.ndarray | None = None) -> np.ndarray:
     return best if best is not None else np.ones((sh, sw), np.uint8)
 
 
+def _run(profile: np.ndarray, frac: float, gap: int) -> tuple[int, int] | None:
+    """[start, end) of the longest run where `profile` is at least `frac` of its 90th percentile, bridging dips of
+    up to `gap` samples (a trace or crease crossing the grid); None when the profile is flat zero."""
+    hi = float(np.percentile(profile, 90))
+    if hi <= 0:
+        return None
+    on = (profile >= frac * hi).astype(np.uint8)[None, :]
+    on = cv2.morphologyEx(on, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * gap + 1, 1)))[0]
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], on, [0]])))
+    starts, ends = edges[::2], edges[1::2]
+    i = int(np.argmax(ends - starts))
+    return int(starts[i]), int(ends[i])
+
+
+def _ruled_box(lines: np.ndarray, inner: np.ndarray, win: int) -> list[int] | None:
+    """Box of a ruled grid from a mask of thin dark strokes: [x0, y0, x1, y1] in its pixels, or None.
+
+    Grid lines are long and straight; text, stamps and noise are short strokes. An opening with a line ~1/25 of the
+    short side (~8 mm of paper, long enough to drop characters, short enough to survive a 3 degree tilt) keeps
+    vertical and horizontal lines. Vertical grid lines span exactly the grid's height and horizontal ones its width,
+    while a header's text rows yield horizontal runs only, so rows come from the vertical lines and columns from the
+    horizontal lines within those rows. Accepted when both spans cover a third of the sheet and the lines there are
+    dense (a printed grid every few mm, not a few QRS spikes).
+    """
+    sh, sw = lines.shape
+    n = max(7, min(sh, sw) // 25)
+    lines = lines & inner
+    v = cv2.morphologyEx(lines, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, n)))
+    rows = _run(cv2.blur(v.mean(1, dtype=np.float32)[None, :], (win, 1))[0], 0.5, win)
+    if rows is None or rows[1] - rows[0] < sh / 3:
+        return None
+    h = cv2.morphologyEx(lines[rows[0]:rows[1]], cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (n, 1)))
+    hp = cv2.blur(h.mean(0, dtype=np.float32)[None, :], (win, 1))[0]
+    cols = _run(hp, 0.5, win)
+    if cols is None or cols[1] - cols[0] < sw / 3:
+        return None
+    # a grid line every ~5 mm (one major square, ~win / 2 px) at ~1 px wide covers >= ~10% of the rows / columns
+    vd = float(v[rows[0]:rows[1], cols[0]:cols[1]].mean())
+    hd = float(h[:, cols[0]:cols[1]].mean())
+    if min(vd, hd) < 0.04:
+        return None
+    return [cols[0], rows[0], cols[1], rows[1]]
+
+
+def _refine(box: list[int], evidence: np.ndarray, win: int) -> list[int]:
+    """The box shrunk on each side to where the grid evidence (a per-pixel line strength) rises.
+
+    The blob cues blur and close their masks, so their boxes overshoot the grid by about a window (onto the margin,
+    often to the image edge of a scan). Along each axis the evidence profile, smoothed over a few mm, steps from the
+    margin's level to the grid's; the edge is where it crosses halfway. Only shrinks, and by at most a quarter of the
+    box per side, so a weak profile cannot collapse the box.
+    """
+    x0, y0, x1, y1 = box
+    inside = evidence[y0:y1, x0:x1]
+    outside = evidence.sum() - inside.sum()
+    n_out = evidence.size - inside.size
+    lo = float(outside / n_out) if n_out > 0.05 * evidence.size else 0.0
+    k = max(3, win // 2) | 1
+    out = list(box)
+    for axis, (a, b) in ((0, (x0, x1)), (1, (y0, y1))):
+        # a high percentile, not the mean: the box of a tilted or perspective-warped grid holds only a corner of
+        # it in its outermost columns, and those still belong to the box
+        prof = cv2.blur(np.percentile(inside, 95, axis=axis).astype(np.float32)[None, :], (k, 1))[0]
+        mid = float(np.median(prof))
+        if mid <= lo:
+            continue
+        on = np.flatnonzero(prof >= lo + 0.25 * (mid - lo))
+        if on.size == 0:
+            continue
+        lim = (b - a) // 4
+        out[axis] = a + min(int(on[0]), lim)
+        out[axis + 2] = a + max(int(on[-1]) + 1, (b - a) - lim)
+    return out
+
+
 def classical_roi(img: np.ndarray) -> tuple[list[float], float, str]:
-    """OpenCV fallback: (box in photo pixels, score in [0, 1], method 'grid' | 'trace' | 'none').
+    """OpenCV fallback: (box in photo pixels, score in [0, 1], method 'grid' | 'ruled' | 'trace' | 'none').
 
     First the sheet of paper (paper_mask), then inside it:
     trace: the density of thin dark strokes (black-hat of lightness: traces, labels, grey grid lines), closed into
@@ -196,7 +273,11 @@ def classical_roi(img: np.ndarray) -> tuple[list[float], float, str]:
       thin tinted lines (top-hat of chroma, which ignores uniformly tinted desks or paper); second cue, for small
       photos where the fine grid has blurred into a tint: the blurred chroma. Otsu splits the sheet into more / less
       tinted, accepted only when the classes differ clearly, the blob holds most of the dark strokes (the traces lie
-      on the grid) and is at most twice the trace box. Otherwise the trace box is the answer.
+      on the grid) and is at most twice the trace box; its edges are then pulled in to where the tinted lines
+      start (_refine: the blob's blur and closing overshoot onto the margin).
+    ruled: grey or black grids (no chroma): long straight vertical and horizontal dark lines (_ruled_box), accepted
+      when they enclose most dark strokes and are not much smaller than the trace box.
+    Otherwise the trace box is the answer.
     The score is how solidly the blob fills its box: a heuristic, not a calibrated probability.
     """
     h, w = img.shape[:2]
@@ -255,8 +336,17 @@ def classical_roi(img: np.ndarray) -> tuple[list[float], float, str]:
             t_area = (trace[0][2] - trace[0][0]) * (trace[0][3] - trace[0][1]) if trace else area
             # the traces lie on the grid, which is not much bigger than they are; else this tinted blob is not it
             if inside > 0.6 and area < 2.0 * t_area:
-                result = (box, fill, "grid")
+                result = (_refine(box, c, win), fill, "grid")
                 break
+    if result is None:
+        # grey or black grids carry no chroma: find them as long straight dark lines. The traces lie on the grid, so
+        # the box holds most strokes and is not much smaller than the trace box (which also spans header text); on
+        # a small photo the lines resolve only in part and the ruled span comes out short: the trace box is better.
+        box = _ruled_box((strokes > 12).astype(np.uint8), inner, win)
+        area = (box[2] - box[0]) * (box[3] - box[1]) if box else 0
+        t_area = (trace[0][2] - trace[0][0]) * (trace[0][3] - trace[0][1]) if trace else area
+        if box is not None and dark[box[1]:box[3], box[0]:box[2]].sum() > 0.8 * dark.sum() and area >= 0.6 * t_area:
+            result = (box, 1.0, "ruled")
     result = result or trace
     if result is None:
         box, _ = _largest_box(paper)
@@ -269,7 +359,7 @@ def classical_roi(img: np.ndarray) -> tuple[list[float], float, str]:
 
 
 def detect_roi_info(img: np.ndarray, weights: str | Path | None = None, conf: float = 0.25) -> dict:
-    """{"box", "confidence", "method": yolo | grid | trace | none, "yolo_conf"}: YOLO when weights are given and it
+    """{"box", "confidence", "method": yolo | grid | ruled | trace | none, "yolo_conf"}: YOLO when weights are given and it
     is at least `conf` sure, otherwise the classical fallback."""
     yconf = None
     if weights:
@@ -338,7 +428,7 @@ def evaluate(samples, weights: str | Path | None, conf: float = 0.25, yolo_only:
         methods[method] = methods.get(method, 0) + 1
     a = np.array(ious) if ious else np.zeros(1)
     return {"mean_iou": float(a.mean()), "median_iou": float(np.median(a)), "frac_iou_ge_0.9": float((a >= 0.9).mean()),
-            "n": len(ious), "methods": methods}
+            "frac_iou_lt_0.5": float((a < 0.5).mean()), "n": len(ious), "methods": methods}
 
 
 def yolo_label(box, w: int, h: int) -> str:
