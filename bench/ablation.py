@@ -754,6 +754,37 @@ def claims(kit: Kit, results: dict[str, dict[str, list[dict]]]) -> list[str]:
     return ["| claim | ours (hidden test) | verdict |", "|---|---|---|", *rows]
 
 
+def reading(kit: Kit, results: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """A data-driven paragraph on what this run can show: how far the image arms got against the signal ceiling."""
+    image = [(exp, arm, r["test_auroc"]) for exp in EXPERIMENTS if exp != "ceiling"
+             for arm, rs in results[exp].items() for r in rs if "error" not in r and r.get("test_auroc") is not None]
+    ceil = {arm: _stat(rs) for arm, rs in results["ceiling"].items()}
+    if not image:
+        return []
+    best = max(image, key=lambda t: t[2])
+    noise = [r.get("test_boot_sd") for exp in EXPERIMENTS if exp != "ceiling" for rs in results[exp].values()
+             for r in rs if r.get("test_boot_sd")]
+    sd = float(np.median(noise)) if noise else math.nan
+    L = [f"Best image arm: {best[2]:.3f} ({best[0]} / {best[1]}); median test bootstrap sd of one model {sd:.3f}; "
+         f"chance is 0.5."]
+    page = [(a, v) for a, v in ceil.items() if v and a.startswith("3x4:")]
+    if page:
+        page.sort(key=lambda t: int(t[0].split("|")[1]))
+        (a0, v0), (a1, v1) = page[0], page[-1]
+        L.append(f"The signal ceiling in the page's own view ({a0.split('|')[0]}) is {v0[0]:.3f} with "
+                 f"{a0.split('|')[1]} training records (the image arms' size)"
+                 + (f" and {v1[0]:.3f} with {a1.split('|')[1]}" if a1 != a0 else "") + "; "
+                 + ("the labels are learnable from what a page of this resolution shows, given enough examples."
+                    if v1[0] >= 0.85 else "at this resolution and size even the signal is hard to learn."))
+    if best[2] < 0.5 + 4 * (sd if not math.isnan(sd) else 0.03):
+        L.append("No image arm is clearly above chance, so the image models have not learned the task at this "
+                 "preset and the comparisons between image arms measure noise: a claim marked *not resolved* is "
+                 "untested here, not refuted. The bottleneck is the image model's sample efficiency from random "
+                 "weights (no pretrained weights, minutes of CPU), not the data: see the ceiling table. The "
+                 "`full` preset on a GPU is the configuration in which these claims can be decided.")
+    return ["## Reading these results", "", " ".join(L), ""]
+
+
 def machine() -> str:
     cpu = platform.processor() or ""
     try:
@@ -796,6 +827,18 @@ WHAT = {
 }
 
 
+def past_invocations(kit: Kit) -> list[str]:
+    """The tables pool every result in the work folder, possibly from several invocations (e.g. more seeds later,
+    or two at once): list each finished one, so the report says how its numbers were made."""
+    f = kit.work / "invocations.jsonl"
+    if not f.is_file():
+        return []
+    runs = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return ["- Finished invocations whose results the tables pool:"] + [
+        f"  - `python -m bench.ablation {' '.join(shlex.quote(a) for a in r['argv'])}` — started {r['started']}, "
+        f"{r['wall_min']:.1f} min" for r in runs]
+
+
 def write_report(kit: Kit, path: Path, failures: list[dict], wall: float, argv: list[str]) -> None:
     cfg, p = kit.cfg, kit.p
     results = {exp: collect(kit, exp, failures) for exp in EXPERIMENTS}
@@ -820,11 +863,12 @@ def write_report(kit: Kit, path: Path, failures: list[dict], wall: float, argv: 
          f"- Machine: {machine()}.",
          f"- Wall time of this invocation: {wall / 60:.1f} min; arm times (s/arm) include the Stage I runs and "
          f"caches an arm was the first to need. Work folder: `{kit.work}`; every stage command it ran: "
-         f"`{kit.commands}`.", ""]
+         f"`{kit.commands}`.", *past_invocations(kit), ""]
     verdicts = claims(kit, results)
     if verdicts:
         L += ["## Verdicts", "", "Each claim against our arms; σ is the seed sd (2+ seeds) or else the test-set "
               "bootstrap sd of one model.", "", *verdicts, ""]
+    L += reading(kit, results)
     for exp in EXPERIMENTS:
         by_arm = results[exp]
         L += [f"## {TITLES[exp]}", "", WHAT[exp], ""]
@@ -873,6 +917,9 @@ def main(argv: list[str] | None = None) -> Path:
                     print(f"[ablation] {exp} / {arm} / seed {seed}: hidden-test macro-AUROC {r['test_auroc']:.4f}",
                           flush=True)
         write_report(kit, report, failures, time.time() - t0, argv)
+    with open(kit.work / "invocations.jsonl", "a") as f:  # appended (not rewritten): concurrent runs both land
+        f.write(json.dumps({"argv": argv, "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)),
+                            "wall_min": round((time.time() - t0) / 60, 1)}) + "\n")
     write_report(kit, report, failures, time.time() - t0, argv)
     print(f"[ablation] report -> {report} ({(time.time() - t0) / 60:.1f} min)")
     return report

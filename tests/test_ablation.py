@@ -48,6 +48,10 @@ def test_each_experiment_writes_a_numeric_table(smoke, exp):
 def test_report_has_setup_plots_and_commands(smoke):
     work, report, text = smoke
     assert "Machine:" in text and "Wall time" in text and "python -m bench.ablation" in text
+    assert re.search(r"Finished invocations.*\n  - `python -m bench.ablation [^`]*--preset=tiny", text)
+    reading = text[text.index("## Reading these results"):]
+    assert re.search(r"Best image arm: [01]\.\d{3}", reading)
+    assert "signal ceiling in the page's own view (3x4:13)" in reading
     assert (report.parent / "ablation_fraction.png").stat().st_size > 1000
     assert (report.parent / "ablation_roc.png").stat().st_size > 1000
     assert "python -m src.train" in text and "python -m src.infer" in text and "--vote=rank" in text
