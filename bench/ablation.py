@@ -849,7 +849,7 @@ def write_report(kit: Kit, path: Path, failures: list[dict], wall: float, argv: 
          "shown, and the *test bootstrap sd* column (resampling test images, one model) is the noise floor to judge "
          "differences by.", "",
          "## Setup", "",
-         f"- Command: `python -m bench.ablation {' '.join(shlex.quote(a) for a in argv)}`",
+         f"- Latest invocation: `python -m bench.ablation {' '.join(shlex.quote(a) for a in argv)}`",
          f"- Preset `{cfg.preset}` (budget {cfg.budget:g}): {p['n_train']} train / {p['n_test']} test competition "
          f"photos ({p['photo_size'][0]}x{p['photo_size'][1]}), {p['n_scans']} Stage I scans, {p['n_extra']} extra "
          f"photo-like Stage I images, shift set {p['n_shift']} / {p['n_shift_test']}; caches {p['size'][0]}x"
