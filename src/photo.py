@@ -460,12 +460,6 @@ def _upsample_map(coarse: np.ndarray, cx: int, cy: int, w: int, h: int, step: in
     return up[step:step + h, step:step + w]
 
 
-def _inverse_maps(inv, box, step: int = 8) -> np.ndarray:
-    """Photo px -> page px map (h, w, 2) for cv2.remap over `box`."""
-    x0, y0, x1, y1 = box
-    return _upsample_map(_coarse_inverse(inv, box, step), 0, 0, x1 - x0, y1 - y0, step)
-
-
 def _warp_into(out: np.ndarray, page: np.ndarray, hm, inv, outline: np.ndarray, box, rows: int = 64,
                step: int = 8) -> None:
     """Draw the page into out[box]: through `hm` (warpPerspective) when `inv` is None, else pulled through the inverse
