@@ -22,6 +22,7 @@ import numpy as np
 
 from src import synth
 from src.config import LABELS, LEADS, parse_args, paths
+from src.engine import positive_weights
 from src.score import macro_auroc, per_class_auroc
 from src.utils import parallel_map, seed_everything, set_threads, write_json
 
@@ -94,7 +95,7 @@ def fit_and_score(xtr, ytr, xte, yte, cfg: CeilingConfig) -> dict:
     steps_per_epoch = max(len(xtr), 2000) // 64
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
-    pos = torch.tensor(((1 - ytr).sum(0) / np.maximum(ytr.sum(0), 1)).clip(0.02, 50))
+    pos = torch.tensor(positive_weights(ytr), dtype=torch.float32)  # the image stages' BCE weighting
     lossf = torch.nn.BCEWithLogitsLoss(pos_weight=pos)
     xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
     g = torch.Generator().manual_seed(cfg.seed)
