@@ -13,6 +13,8 @@ Strategies (the paper's ablation, hidden AUROC: raw 0.753, roi_clahe 0.868, full
   full       find the sheet's four corners, warp it to a top-down page of --size, CLAHE. A found quad that is not a
              plausible sheet (too small, not convex, skewed angles, wrong aspect, a side with no brightness step: the
              paper's crease and missed-corner failures) falls back to roi_clahe, and the index says why.
+  trace      the `full` geometry (same fallback to the grid crop), then the trace map: the ink alone, black on white,
+             with paper, grid and lighting removed (trace_map explains how). The CPU default: see README "Results".
 A portrait crop/page (a photo taken sideways) is turned 90 degrees clockwise so traces run horizontally; whether a
 page is upside down is not resolved.
 
@@ -54,7 +56,7 @@ from .config import config_dict, find_input, parse_args, paths
 from .roi import IMAGE_EXTS, downscale, detect_roi_info, paper_mask
 from .utils import atomic_path, imread, imwrite, parallel_map, write_csv, write_text
 
-STRATEGIES = ("raw", "roi_clahe", "full")
+STRATEGIES = ("raw", "roi_clahe", "full", "trace")
 MIN_EDGE_SUPPORT = 4.0  # grey levels per px that every side of a sheet's outline must show (see refine_quad)
 # Fields that change the cached pixels: a cache built with other values is not resumed into.
 # The ROI weights count by content (roi_weights_sha256), not path, so a cache can be resumed on another machine.
@@ -68,7 +70,7 @@ class PreprocessConfig:
     """Preprocess ECG photos into a cache (see the module docstring for --src forms and the cache layout)."""
     src: str = ""  # images: folder, competition root, CSV (id[,path]) or one image file
     dst: str = ""  # cache folder (default <input>/<src name>-<strategy>-<H>x<W>)
-    strategy: str = "roi_clahe"  # raw | roi_clahe | full
+    strategy: str = "roi_clahe"  # raw | roi_clahe | full | trace (see the module docstring)
     size: tuple[int, ...] = (512, 768)  # output H W: W/H 1.5 ~ a 12-lead grid's aspect, so stretching barely distorts
     margin: float = 0.02  # roi_clahe: crop margin, as a fraction of the box width/height on each side
     clahe_clip: float = 2.0  # CLAHE clip limit (contrast cap per tile); 0 turns CLAHE off
@@ -305,7 +307,8 @@ def rectify(img: np.ndarray, quad: np.ndarray, size: tuple[int, int]) -> np.ndar
     return cv2.warpPerspective(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _roi_clahe(img: np.ndarray, cfg: PreprocessConfig, info: dict) -> np.ndarray:
+def _roi_crop(img: np.ndarray, cfg: PreprocessConfig, info: dict, size: tuple[int, int]) -> np.ndarray:
+    """The detected grid box (plus margin) resized to `size`; a portrait box is turned to landscape."""
     h, w = img.shape[:2]
     r = detect_roi_info(img, cfg.roi_weights or None, cfg.roi_conf)
     x0, y0, x1, y1 = r["box"]
@@ -320,16 +323,53 @@ def _roi_clahe(img: np.ndarray, cfg: PreprocessConfig, info: dict) -> np.ndarray
     if (y1 - y0) > 1.15 * (x1 - x0):  # ECG grids are landscape: a portrait box is a page photographed sideways
         crop = cv2.rotate(crop, cv2.ROTATE_90_CLOCKWISE)  # which way round is unknown: traces end up horizontal
         info["rotate"] = 90
-    out = _resize(crop, cfg.size)
-    return clahe_lightness(out, cfg.clahe_clip, cfg.clahe_grid)
+    return _resize(crop, size)
+
+
+def _odd(v: float) -> int:
+    return max(3, int(v) // 2 * 2 + 1)
+
+
+def trace_map(img: np.ndarray) -> np.ndarray:
+    """RGB uint8 page or grid crop -> uint8 grey image of the same size: the ink of the traces, black on white, with
+    the paper colour, the printed grid, shadows and lighting taken out.
+
+    Why: from random weights on a CPU budget, a CNN learns the five labels from photos at barely above chance,
+    because it must first learn to ignore everything that is not the trace; on this map the same budget learns them
+    (README "Results"). The ink is the one thing dark in all three channels: a coloured grid is bright in at least
+    one, so the per-pixel channel maximum drops it. Dividing by the local paper brightness (a dilated, blurred
+    copy) removes shadows, glare and vignetting. A grey or black grid survives both, but its lines run the whole
+    width or height of a rectified page while the trace occupies few pixels of any column, so subtracting each column's
+    median and each row's 10th percentile removes the lines and keeps the trace. (A row median would also delete the
+    baselines: a 3x4 page's isoelectric line covers most of its row, but every beat pulls the trace off it.)
+    """
+    h, w = img.shape[:2]
+    v = img.max(axis=2).astype(np.float32)
+    paper = cv2.blur(cv2.dilate(v, np.ones((_odd(w / 110),) * 2, np.uint8)), (_odd(w / 25),) * 2)
+    ink = np.clip(1 - v / np.maximum(paper, 1), 0, 1)
+    rows = np.percentile(ink, 10, axis=1, keepdims=True)  # a ruled line crosses ~all of the grid's width; a baseline
+    ink -= rows + np.median(ink - rows, axis=0, keepdims=True)  # leaves it at each beat (a median would take it)
+    return (255 - 255 * np.clip(ink, 0, 1) + 0.5).astype(np.uint8)
+
+
+def _trace(img: np.ndarray, quad: np.ndarray | None, cfg: PreprocessConfig, info: dict) -> np.ndarray:
+    """The `trace` strategy: rectified page (or grid crop) at twice the output size, its trace map, then shrunk.
+    The map is made at 2x because the grid lines it has to tell from the trace are ~1 px there; shrinking by area
+    halves a 1 px line's darkness, so the ink is doubled back (a trace keeps full contrast, blobs saturate)."""
+    work = (2 * cfg.size[0], 2 * cfg.size[1])
+    page = rectify(img, quad, work) if quad is not None else _roi_crop(img, cfg, info, work)
+    ink = 255 - _resize(trace_map(page), cfg.size).astype(np.int16)
+    grey = (255 - np.minimum(2 * ink, 255)).astype(np.uint8)
+    return np.repeat(grey[:, :, None], 3, axis=2)  # RGB like every other strategy: same loaders and backbones
 
 
 def preprocess_image(img: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, dict]:
     """RGB uint8 photo -> (RGB uint8 of cfg.size (H, W), info). The one preprocessing path for train and infer.
 
     info: strategy, box (crop in photo px, roi_clahe), quad (photo px of the corners that became the output's TL,
-    TR, BR, BL; full), fallback (why `full` used roi_clahe, or ''), roi_method (yolo | grid | trace | none),
-    roi_conf, rotate (90: a portrait page/crop was turned clockwise to landscape; 0/180 is not resolved), src_w, src_h.
+    TR, BR, BL; full, trace), fallback (why `full`/`trace` used the grid crop, or ''), roi_method (yolo | grid |
+    trace | none), roi_conf, rotate (90: a portrait page/crop was turned clockwise to landscape; 0/180 is not
+    resolved), src_w, src_h.
     """
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"preprocess_image expects RGB uint8 HxWx3, got {img.dtype} {img.shape}")
@@ -337,20 +377,23 @@ def preprocess_image(img: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray
             "rotate": 0, "src_w": int(img.shape[1]), "src_h": int(img.shape[0])}
     if cfg.strategy == "raw":
         return _resize(img, cfg.size), info
-    if cfg.strategy == "full":
-        quad, measures = find_paper_quad(img)
-        problem = measures.get("reason", "") if quad is None else quad_problem(quad, measures)
-        if not problem:
-            q = np.asarray(quad)
-            if np.linalg.norm(q[3] - q[0]) + np.linalg.norm(q[2] - q[1]) > \
+    quad = None
+    if cfg.strategy in ("full", "trace"):
+        found, measures = find_paper_quad(img)
+        problem = measures.get("reason", "") if found is None else quad_problem(found, measures)
+        if found is not None:
+            q = np.asarray(found)
+            if not problem and np.linalg.norm(q[3] - q[0]) + np.linalg.norm(q[2] - q[1]) > \
                     np.linalg.norm(q[1] - q[0]) + np.linalg.norm(q[2] - q[3]):  # sideways page: make it landscape
-                quad, info["rotate"] = q[[3, 0, 1, 2]], 90  # BL becomes the output's TL: a clockwise turn
-            info["quad"] = np.round(quad, 2).tolist()
-            return clahe_lightness(rectify(img, quad, cfg.size), cfg.clahe_clip, cfg.clahe_grid), info
+                q, info["rotate"] = q[[3, 0, 1, 2]], 90  # BL becomes the output's TL: a clockwise turn
+            info["quad"] = np.round(q, 2).tolist()
+            quad = None if problem else q
         info["fallback"] = problem
-        if quad is not None:
-            info["quad"] = np.round(quad, 2).tolist()
-    return _roi_clahe(img, cfg, info), info
+    if cfg.strategy == "trace":
+        return _trace(img, quad, cfg, info), info
+    if quad is not None:
+        return clahe_lightness(rectify(img, quad, cfg.size), cfg.clahe_clip, cfg.clahe_grid), info
+    return clahe_lightness(_roi_crop(img, cfg, info, cfg.size), cfg.clahe_clip, cfg.clahe_grid), info
 
 
 def load_config(dst: str | Path) -> PreprocessConfig:

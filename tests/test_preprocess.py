@@ -78,6 +78,56 @@ def test_full_falls_back_when_no_page_is_found():
     assert info["box"] is not None  # roi_clahe did the work
 
 
+def _ruled_page(grid_rgb, h=200, w=800, seed=0):
+    """Paper with a shadow gradient, a ruled grid in grid_rgb (minor every 8 px, major every 40 px) and a black
+    sine trace drawn over it; returns (RGB page, bool mask of the trace)."""
+    rng = np.random.default_rng(seed)
+    page = np.full((h, w, 3), (250, 247, 238), np.float32)
+    for k in range(0, w, 8):
+        page[:, k] = page[:, k] * 0.6 + np.float32(grid_rgb) * 0.4 if k % 40 else grid_rgb
+    for k in range(0, h, 8):
+        page[k] = page[k] * 0.6 + np.float32(grid_rgb) * 0.4 if k % 40 else grid_rgb
+    page *= np.linspace(0.55, 1.0, w, dtype=np.float32)[None, :, None]  # a shadow across the sheet
+    x = np.arange(20, w - 20)
+    y = h / 2 + 40 * np.sin(x / 23.0) + rng.normal(0, 1, len(x))
+    pts = np.round(np.stack([x, y], 1)).astype(np.int32)
+    mask = np.zeros((h, w), np.uint8)
+    cv2.polylines(mask, [pts], False, 255, 2)
+    page[mask > 0] = (18, 18, 22)
+    return np.clip(page, 0, 255).astype(np.uint8), mask > 0
+
+
+@pytest.mark.parametrize("grid_rgb", [(235, 120, 120), (150, 150, 150), (70, 70, 70)], ids=["red", "grey", "black"])
+def test_trace_map_keeps_the_ink_and_drops_grid_and_shadow(grid_rgb):
+    from src.preprocess import trace_map
+    page, trace = _ruled_page(grid_rgb)
+    out = trace_map(page)
+    assert out.shape == trace.shape and out.dtype == np.uint8
+    assert np.median(out[trace]) < 60  # the trace stays black
+    away = ~cv2.dilate(trace.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    assert np.mean(out[away] < 200) < 0.01  # grid lines (even black ones) and the shadow are gone
+    raw = page.max(axis=2)
+    assert np.mean(raw[away] < 200) > 0.05  # ... and they were there to begin with
+
+
+def test_trace_strategy_keeps_the_leads_where_the_page_has_them():
+    img, meta = _clean_photo(4, 12, 60, 2, "wood")
+    cfg = PreprocessConfig(strategy="trace", size=(128, 384))
+    out, info = preprocess_image(img, cfg)
+    assert out.shape == (128, 384, 3) and info["fallback"] == ""
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()  # grey, stored as RGB
+    h, w = cfg.size
+    m = cv2.getPerspectiveTransform(np.float32(info["quad"]), np.float32([[0, 0], [w, 0], [w, h], [0, h]]) - 0.5)
+    pts = np.concatenate([np.stack([lead["x"], lead["y"]], 1) for lead in meta["leads"]]).astype(np.float32)
+    pts = pts[np.isfinite(pts).all(1)]
+    xy = np.round(cv2.perspectiveTransform(pts.reshape(-1, 1, 2), m).reshape(-1, 2)).astype(int)
+    xy = xy[(xy[:, 0] >= 1) & (xy[:, 0] < w - 1) & (xy[:, 1] >= 1) & (xy[:, 1] < h - 1)]
+    grey = out[..., 0]
+    darkest = np.min([grey[xy[:, 1] + dy, xy[:, 0] + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+    assert np.mean(darkest < 160) > 0.9, np.mean(darkest < 160)  # the traces survive where the geometry puts them
+    assert np.mean(grey < 128) < 0.08  # and little else is ink: the grid is gone
+
+
 def test_raw_and_clahe(photos):
     img, _ = photos[0]
     raw, info = preprocess_image(img, PreprocessConfig(strategy="raw", size=(100, 150)))
