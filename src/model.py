@@ -5,6 +5,8 @@
     init_from_checkpoint(model, ckpt, arch="convnext_base", labels=LABELS)   # Stage I -> Stage II
 
 - Any timm backbone by name; the head is timm's own classifier resized to the label count, with dropout before it.
+- Plus `ecgka_tracenet`, the kit's own small CNN for trace maps (src.preprocess --strategy=trace), registered with
+  timm here so every stage, checkpoint and Grad-CAM path treats it like any timm backbone.
 - Pretrained weights come only from a local file (timm's `pretrained_cfg_overlay=dict(file=...)`); nothing is ever
   downloaded (src.config sets HF_HUB_OFFLINE, and `pretrained=True` is never passed without a file).
 - A file that does not fit the architecture raises `WeightsMismatchError` naming the file, the architecture asked
@@ -26,6 +28,82 @@ from typing import Sequence
 from . import config  # noqa: F401  (offline switches before timm is imported)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# ecgka_tracenet: a small CNN for trace maps
+# ----------------------------------------------------------------------------------------------------------------
+# Why its own network: on a trace map (src.preprocess.trace_map) at 96x384 a trace is 1-2 px wide and a QRS complex
+# ~4 px long. timm's CNNs shrink the image 4x in their stem (ConvNeXt's 4x4 patchify, ResNet/RegNet's stride-2 conv
+# + pool), which blurs exactly that detail away; from random weights on a CPU budget they stay near chance on these
+# maps (ConvNeXt-atto 0.55, RegNetX-200MF 0.61 hidden-test macro-AUROC after 4 epochs on 4500 maps) where this net,
+# which looks at full resolution first and halves it four times after, reached 0.75 (README "Results").
+TRACENET_WIDTHS = (16, 32, 64, 96, 128)  # stem, then the four stride-2 stages
+
+
+def _conv_bn(cin: int, cout: int, stride: int):
+    import torch.nn as nn
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _tracenet_cls():
+    import torch.nn as nn
+
+    class TraceNet(nn.Module):
+        """Full-resolution 3x3 stem, four stages that each halve the size (one stride-2 conv, then one stride-1 conv
+        in all but the third), global average pooling, dropout, linear head. BatchNorm throughout: it learns fastest
+        from random weights. The timm classifier interface (get_classifier / reset_classifier / forward_features /
+        forward_head) lets the kit's head and checkpoint code treat it like a timm model."""
+
+        def __init__(self, num_classes: int = 5, in_chans: int = 3, drop_rate: float = 0.0, **_ignored):
+            super().__init__()
+            w = TRACENET_WIDTHS
+            self.stem = _conv_bn(in_chans, w[0], 1)
+            self.stages = nn.Sequential(*[
+                nn.Sequential(_conv_bn(w[i], w[i + 1], 2), *([_conv_bn(w[i + 1], w[i + 1], 1)] if i != 2 else []))
+                for i in range(4)])
+            self.num_classes, self.num_features, self.drop_rate = num_classes, w[-1], drop_rate
+            self.head_drop = nn.Dropout(drop_rate)
+            self.fc = nn.Linear(w[-1], num_classes) if num_classes else nn.Identity()
+
+        def get_classifier(self):
+            return self.fc
+
+        def reset_classifier(self, num_classes: int, global_pool: str | None = None):
+            import torch.nn as nn
+            self.num_classes = num_classes
+            self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+        def forward_features(self, x):
+            return self.stages(self.stem(x))
+
+        def forward_head(self, x, pre_logits: bool = False):
+            x = self.head_drop(x.mean((2, 3)))
+            return x if pre_logits else self.fc(x)
+
+        def forward(self, x):
+            return self.forward_head(self.forward_features(x))
+
+    return TraceNet
+
+
+# timm's register_model reads a module's `default_cfgs`: input size and normalisation for resolve_data_config;
+# num_classes=0 says a weights file for it (--pretrained) carries no head we could use: it is dropped on load
+default_cfgs = {"ecgka_tracenet": dict(num_classes=0, input_size=(3, 96, 384), mean=(0.5, 0.5, 0.5),
+                                       std=(0.5, 0.5, 0.5), crop_pct=1.0, first_conv="stem.0", classifier="fc")}
+
+
+def ecgka_tracenet(pretrained: bool = False, **kwargs):
+    """timm entrypoint for TraceNet (registered on the first create_model call)."""
+    from timm.models import build_model_with_cfg
+    return build_model_with_cfg(_tracenet_cls(), "ecgka_tracenet", pretrained, **kwargs)
+
+
+def _register_tracenet() -> None:
+    import timm
+    if not timm.is_model("ecgka_tracenet"):
+        from timm.models import register_model
+        register_model(ecgka_tracenet)
+
+
 class WeightsMismatchError(ValueError):
     """Weights that belong to another architecture (or another head layout than expected)."""
 
@@ -34,6 +112,7 @@ def create_model(arch: str = "convnext_base", num_classes: int = 5, pretrained: 
                  drop_rate: float = 0.2, drop_path_rate: float = 0.0):
     """A timm model with a `num_classes` multi-label head (logits; apply sigmoid for probabilities)."""
     import timm
+    _register_tracenet()
     kw = dict(num_classes=num_classes, drop_rate=drop_rate)
     if drop_path_rate:
         kw["drop_path_rate"] = drop_path_rate  # not every timm family accepts the argument
@@ -75,6 +154,8 @@ def describe_weights(sd: dict) -> str:
         names = {40: "atto", 48: "femto", 64: "pico", 80: "nano", 96: "tiny/small", 128: "base", 192: "large",
                  256: "xlarge"}
         return f"convnext_{names.get(width, f'? (stem width {width})')} ({size})"
+    if "stem.0.weight" in sd and "stages.0.0.0.weight" in sd and "fc.weight" in sd:
+        return f"ecgka_tracenet ({size})"
     for pattern, family in ((r"layer1\.0\.conv1\.weight", "a ResNet"), (r"blocks\.0\.attn\.qkv", "a ViT"),
                             (r"layers\.0\.blocks\.0\.attn", "a Swin transformer"),
                             (r"conv_stem\.weight", "an EfficientNet/MobileNet"),

@@ -92,3 +92,30 @@ def test_load_checkpoint_clear_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.pt: not a readable"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_tracenet_is_a_timm_model_to_every_stage(tmp_path):
+    """ecgka_tracenet (the trace-map CNN) goes through the same create / checkpoint / Grad-CAM paths as timm's."""
+    import timm
+    from src.explain import target_layer
+    from src.model import describe_weights
+    m = create_model("ecgka_tracenet", num_classes=6, drop_rate=0.2).eval()
+    assert timm.is_model("ecgka_tracenet")
+    for size in ((96, 384), (48, 192)):  # any input size: global pooling
+        assert m(torch.zeros(2, 3, *size)).shape == (2, 6)
+    feats = m.forward_features(torch.zeros(1, 3, 96, 384))
+    assert feats.shape == (1, m.num_features, 6, 24)  # 16x smaller: four stride-2 stages after a full-size stem
+    assert timm.data.resolve_data_config({}, model=m)["mean"] == (0.5, 0.5, 0.5)
+    assert head_keys(m) == {"fc.weight", "fc.bias"} and target_layer(m) is m.stages[-1]
+    assert "ecgka_tracenet" in describe_weights(m.state_dict())
+    torch.manual_seed(1)
+    s2 = create_model("ecgka_tracenet", len(LABELS))
+    what = init_from_checkpoint(s2, _ckpt(m, "ecgka_tracenet", [*LABELS, "NORM"]), "ecgka_tracenet", LABELS)
+    assert "new head" in what and torch.equal(s2.stem[0].weight, m.stem[0].weight)
+    with pytest.raises(WeightsMismatchError, match=r"ecgka_tracenet.*convnext_atto"):
+        init_from_checkpoint(create_model("convnext_atto", 5), _ckpt(m, "ecgka_tracenet", LABELS), "convnext_atto",
+                             LABELS)
+    f = tmp_path / "tracenet.pth"
+    torch.save(m.state_dict(), f)  # as a --pretrained file: loads, head resized to the label count
+    p = create_model("ecgka_tracenet", 5, pretrained=f)
+    assert torch.equal(p.stem[0].weight, m.stem[0].weight) and p.fc.weight.shape == (5, m.num_features)
