@@ -343,7 +343,7 @@ def trace_map(img: np.ndarray) -> np.ndarray:
     median and each row's 10th percentile removes the lines and keeps the trace. (A row median would also delete the
     baselines: a 3x4 page's isoelectric line covers most of its row, but every beat pulls the trace off it.)
     """
-    h, w = img.shape[:2]
+    w = img.shape[1]
     v = img.max(axis=2).astype(np.float32)
     paper = cv2.blur(cv2.dilate(v, np.ones((_odd(w / 110),) * 2, np.uint8)), (_odd(w / 25),) * 2)
     ink = np.clip(1 - v / np.maximum(paper, 1), 0, 1)
