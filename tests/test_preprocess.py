@@ -110,6 +110,24 @@ def test_trace_map_keeps_the_ink_and_drops_grid_and_shadow(grid_rgb):
     assert np.mean(raw[away] < 200) > 0.05  # ... and they were there to begin with
 
 
+def test_trace_map_keeps_a_flat_baseline_that_spans_the_row():
+    """A 3x4 row's isoelectric line covers most of the page width, like a ruled line; the beats leaving it are what
+    tells them apart, and the baseline must survive (a row median would erase it)."""
+    from src.preprocess import trace_map
+    page, _ = _ruled_page((150, 150, 150))
+    h, w = page.shape[:2]
+    base = np.zeros((h, w), np.uint8)
+    x = np.arange(20, w - 20)
+    y = np.full(len(x), 33.0)
+    for beat in range(60, w - 40, 70):  # a QRS spike every 70 px: ~15 % of the row off the baseline
+        y[(x > beat) & (x < beat + 10)] = 33 - 20 * np.sin(np.pi * (x[(x > beat) & (x < beat + 10)] - beat) / 10)
+    cv2.polylines(base, [np.round(np.stack([x, y], 1)).astype(np.int32)], False, 255, 2)
+    page[base > 0] = (18, 18, 22)
+    out = trace_map(page)
+    flat = (base > 0) & (np.abs(np.arange(h)[:, None] - 33) <= 1)
+    assert flat.sum() > 0.7 * (w - 40) and np.median(out[flat]) < 80
+
+
 def test_trace_strategy_keeps_the_leads_where_the_page_has_them():
     img, meta = _clean_photo(4, 12, 60, 2, "wood")
     cfg = PreprocessConfig(strategy="trace", size=(128, 384))
