@@ -33,7 +33,7 @@ from .roi import write_yolo_yaml, yolo_label
 from .config import LABELS, parse_args, paths
 from .utils import imwrite, parallel_map, write_csv, write_json, write_text
 
-# What each preset makes. `demo` is sized so ./run_all.sh finishes in ~20 min on 2 CPU cores: small photos (the
+# What each preset makes. `demo` is sized so ./run_all.sh finishes in ~27 min on 2 CPU cores: small photos (the
 # model sees a 96 px high trace map anyway), a few hundred training images, and a Stage I set 8x as large, because
 # from random weights the scans are where the morphology is learned.
 PRESETS = {
