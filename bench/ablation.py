@@ -354,8 +354,8 @@ def exp_backbone(kit: Kit, seed: int):
     for arch in kit.p["backbones"]:
         def fn(arch=arch):
             run = kit.stage2(arch=arch, strategy="roi_clahe", init="scans", data="all", seed=seed)
-            import timm
-            n_par = sum(t.numel() for t in timm.create_model(arch, num_classes=len(LABELS)).parameters()) / 1e6
+            from src.model import create_model  # the kit's factory: it also knows ecgka_tracenet
+            n_par = sum(t.numel() for t in create_model(arch, len(LABELS)).parameters()) / 1e6
             return {**kit.evaluate(run), "val_auroc": val_auroc(run), "params_m": round(n_par, 2)}
         yield arch, fn
 

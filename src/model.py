@@ -21,6 +21,7 @@ In best.pt "model" holds the weights that were validated (the EMA weights when E
 """
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Sequence
@@ -46,6 +47,7 @@ def _conv_bn(cin: int, cout: int, stride: int):
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+@functools.cache  # one class per process (torch is imported on first use, like everywhere in this module)
 def _tracenet_cls():
     import torch.nn as nn
 
