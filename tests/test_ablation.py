@@ -1,9 +1,10 @@
 """Smoke test of bench/ablation.py at `tiny` size: every experiment runs one short configuration end to end (one data
-build shared by all, 1 seed, 1 epoch, 64x128 images, a few dozen images) and writes its table into a tmp report."""
+build shared by all, 1 seed, 1 epoch, 32x128 images, a few dozen images) and writes its table into a tmp report."""
 import re
 
 import pandas as pd
 import pytest
+import yaml
 
 from bench import ablation
 
@@ -15,7 +16,7 @@ def smoke(tmp_path_factory):
     work = tmp_path_factory.mktemp("ablation")
     report = work / "report" / "ablation.md"
     argv = [f"--workdir={work}", f"--report={report}", "--preset=tiny", "--seeds=0", "--n_folds=3",
-            "--backbones=convnext_atto,pvt_v2_b0", "--fractions=0.2,1.0", "--shift_inits=none,scans",
+            "--backbones=ecgka_tracenet,convnext_atto", "--fractions=0.2,1.0", "--shift_inits=none,scans",
             "--bootstrap=20", "--workers=1"]
     ablation.main(argv)
     return work, report, report.read_text()
@@ -37,7 +38,7 @@ def table_rows(sec: str) -> list[list[str]]:
 def test_each_experiment_writes_a_numeric_table(smoke, exp):
     _, _, text = smoke
     rows = table_rows(section(text, exp))
-    expected = {"backbone": 2, "stages": 3, "preprocess": 3, "fraction": 2, "vote": 4, "shift": 3, "ceiling": 3}[exp]
+    expected = {"backbone": 2, "stages": 3, "preprocess": 4, "fraction": 2, "vote": 4, "shift": 3, "ceiling": 3}[exp]
     assert len(rows) == expected, rows
     for row in rows:
         assert "failed" not in " ".join(row), row
@@ -56,7 +57,34 @@ def test_report_has_setup_plots_and_commands(smoke):
     assert (report.parent / "ablation_roc.png").stat().st_size > 1000
     assert "python -m src.train" in text and "python -m src.infer" in text and "--vote=rank" in text
     paper = table_rows(section(text, "preprocess"))
-    assert [r[-1] for r in paper] == ["0.753", "0.868", "0.834"]  # raw, roi_clahe, full beside ours
+    assert [r[-1] for r in paper] == ["0.753", "0.868", "0.834", "not in the paper"]  # raw, roi_clahe, full, trace
+    verdicts = text[text.index("## Verdicts"):text.index("## Reading these results")]
+    assert "ecgka_tracenet beats convnext_atto" in verdicts and "trace beats roi_clahe" in verdicts
+
+
+def run_config(work, stage: str, name: str) -> dict:
+    return yaml.safe_load((work / "runs" / stage / name / "config.yaml").read_text())
+
+
+def test_runs_use_the_presets_recipe(smoke):
+    """tiny follows the CPU recipe: trace maps, ecgka_tracenet, lr 2e-3 / 1e-3, no augmentation on trace maps; the
+    preprocess arms run the whole Stage I -> Stage II pipeline on their own strategy, with `medium` off trace maps."""
+    work, _, text = smoke
+    assert "main strategy `trace`, main arch `ecgka_tracenet`" in text
+    for strategy, aug in (("trace", "none"), ("roi_clahe", "medium")):
+        s1 = run_config(work, "pretrain", f"ecgka_tracenet-{strategy}-scans")
+        assert (s1["arch"], s1["lr"], s1["aug"]) == ("ecgka_tracenet", 2e-3, aug)
+        assert [f"scans-{strategy}-32x128" in src for src in s1["sources"]] == [True]
+        s2 = run_config(work, "train", f"ecgka_tracenet-{strategy}-scans-all-s0")
+        assert (s2["arch"], s2["lr"], s2["aug"]) == ("ecgka_tracenet", 1e-3, aug)
+        assert s2["cache"].endswith(f"abl-comp-{strategy}-32x128")
+        assert s2["init"] == str(work / "runs" / "pretrain" / f"ecgka_tracenet-{strategy}-scans" / "best.pt")
+    cmds = (work / "commands.sh").read_text()
+    assert "--strategy=raw" in cmds and "--strategy=full" in cmds
+    # every Stage I and II command but the backbone arm's carries the main arch
+    fits = [ln for ln in cmds.splitlines() if ln.startswith(("python -m src.train", "python -m src.pretrain"))]
+    assert {re.search(r"--arch=(\S+)", ln)[1] for ln in fits} == {"ecgka_tracenet", "convnext_atto"}
+    assert all("--arch=convnext_atto" not in ln or "convnext_atto-trace-scans" in ln for ln in fits)
 
 
 def test_ceiling_rows_follow_the_views_at_the_cache_width(smoke):

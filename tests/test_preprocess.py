@@ -70,6 +70,28 @@ def test_full_rectification_maps_page_corners(seed, tilt, tilt_dir, roll, backgr
     assert out.shape == (256, 384, 3)
 
 
+def test_full_finds_a_page_lying_on_a_blank_sheet():
+    """A blank sheet under the page's edge merges with it in the paper mask and in the edge outlines (the commonest
+    fallback on the demo photos); the page's four straight sides still give its corners."""
+    img, meta = _clean_photo(5, 10, 70, 4, "wood")
+    h, w = img.shape[:2]
+    page = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(page, np.round(meta["paper_quad"]).astype(np.int32), 1)
+    blank = np.zeros((h, w), np.uint8)
+    box = cv2.boxPoints(((0.22 * w, 0.45 * h), (0.5 * w, 0.75 * h), 20.0))
+    cv2.fillConvexPoly(blank, np.round(box).astype(np.int32), 1)
+    under = (blank > 0) & (page == 0)
+    assert under.sum() > 0.05 * h * w and (blank & page).sum() > 0  # the blank sheet reaches under the page
+    img = img.copy()
+    img[under] = (215, 218, 225)  # a bluish-grey blank sheet, like the demo clutter
+    out, info = preprocess_image(img, PreprocessConfig(strategy="full", size=(64, 96)))
+    assert info["fallback"] == "", info["fallback"]
+    truth = np.float64(meta["paper_quad"])
+    q = np.float64(info["quad"])
+    err = min(np.linalg.norm(np.roll(q, k, axis=0) - truth, axis=1).max() for k in range(4))
+    assert err < 0.01 * np.linalg.norm(truth[2] - truth[0]), err
+
+
 def test_full_falls_back_when_no_page_is_found():
     rng = np.random.default_rng(0)
     img = cv2.GaussianBlur(rng.integers(0, 255, (300, 500, 3), dtype=np.uint8), (0, 0), 3)  # no sheet at all
