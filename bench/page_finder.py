@@ -26,6 +26,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from src import preprocess as P
 from src.config import parse_args
@@ -55,12 +56,6 @@ def _truth(img_path: Path, meta: str) -> tuple[np.ndarray | None, dict]:
         return None, {}
     r = json.loads(f.read_text())["render"]
     return np.asarray(r["paper_quad"], np.float64), r.get("photo", {})
-
-
-def corner_error(found: np.ndarray, truth: np.ndarray) -> float:
-    """Worst corner distance (px) at the best cyclic match of the two corner orders."""
-    found = np.asarray(found, np.float64)
-    return min(float(np.linalg.norm(np.roll(found, s, axis=0) - truth, axis=1).max()) for s in range(4))
 
 
 def _conditions(photo: dict, truth: np.ndarray, size: tuple[int, int]) -> dict:
@@ -114,7 +109,7 @@ def main(argv=None):
         Path(cfg.overlays).mkdir(parents=True, exist_ok=True)
     reasons, errors, wrong, split = Counter(), [], [], defaultdict(lambda: defaultdict(lambda: [0, 0]))
     t0 = time.perf_counter()
-    for p in files:
+    for p in tqdm(files, desc="page finder"):
         img = imread(p)
         truth, photo = _truth(p, cfg.meta)
         found, problem = _find(img, cfg.strategy)
@@ -126,7 +121,7 @@ def main(argv=None):
                 split[key][val][1] += 1
             if not problem:
                 diag = 0.5 * (np.linalg.norm(truth[2] - truth[0]) + np.linalg.norm(truth[3] - truth[1]))
-                e = corner_error(found, truth)
+                e = P.corner_distance(np.asarray(found, np.float64), truth)
                 errors.append((e, 100 * e / diag))
                 if errors[-1][1] > cfg.wrong:
                     wrong.append(p.stem)

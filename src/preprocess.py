@@ -291,7 +291,7 @@ def _line_quads(canny: np.ndarray, edges: np.ndarray, most: int = 12) -> list[np
     for i in idx[np.argsort(-area[idx])]:
         qi = order_corners(q[i])
         # near-copies (lines a few px apart on one edge) snap to the same quad in refine_quad: refine one
-        if not quads or _corner_distance(qi, np.array(quads)).min() > 4:
+        if not quads or corner_distance(qi, np.array(quads)).min() > 4:
             quads.append(qi)
             if len(quads) == most:
                 break
@@ -398,12 +398,12 @@ def find_paper_quad(img: np.ndarray) -> tuple[np.ndarray | None, dict]:
         return best[2], best[3]
     best = ok[0]
     diag = np.linalg.norm(best[2][2] - best[2][0])
-    rivals = [s[0] for s in ok[1:] if _corner_distance(s[2], best[2]) > 0.03 * diag]
+    rivals = [s[0] for s in ok[1:] if corner_distance(s[2], best[2]) > 0.03 * diag]
     best[3]["rival"] = round(rivals[0] / best[0], 3) if rivals and best[0] > 0 else 0.0
     return best[2], best[3]
 
 
-def _corner_distance(q1: np.ndarray, q2: np.ndarray) -> float | np.ndarray:
+def corner_distance(q1: np.ndarray, q2: np.ndarray) -> float | np.ndarray:
     """The worst corner's distance between quad q1 [4, 2] and quad(s) q2 [..., 4, 2], at the best cyclic match of
     their corners (one number per q2)."""
     q2 = np.asarray(q2, np.float64)
