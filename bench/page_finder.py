@@ -7,7 +7,7 @@
 --root: a competition root (its train/ folder is read) or a folder of images. The true sheet corners come from
 render.paper_quad of <meta>/<id>.json, or of the <id>.json beside the image when --meta is empty (the scans keep
 theirs there); images without one count towards the fallback rate only.
---strategy=quad (default) calls find_paper_quad + quad_problem as preprocess_image does, and nothing else (fast);
+--strategy=quad (default) calls preprocess.page_quad, the geometry preprocess_image decides on, and nothing else (fast);
 --strategy=trace or full runs the whole preprocess_image, which also shows that every image goes through.
 
 Prints the fallback rate overall and by reason; for accepted quads the median / 95th percentile / max of the worst
@@ -40,7 +40,7 @@ class PageFinderBenchConfig:
     root: str = "input/ecg-synth-comp"  # competition root (reads train/) or a folder of images
     meta: str = ""  # folder of <id>.json sidecars with render.paper_quad ('' = the <id>.json beside each image)
     limit: int = 0  # only the first N images (sorted by id; 0: all)
-    strategy: str = "quad"  # quad: find_paper_quad + quad_problem only | full | trace: the whole preprocess_image
+    strategy: str = "quad"  # quad: preprocess.page_quad only | full | trace: the whole preprocess_image
     wrong: float = 3.0  # an accepted quad whose worst corner is off by more than this % of the diagonal is wrong
     overlays: str = ""  # folder to draw fallbacks and wrong accepts into ('' = none)
 
@@ -91,8 +91,7 @@ def _draw(img: np.ndarray, truth, found, text: str, path: Path) -> None:
 def _find(img: np.ndarray, strategy: str) -> tuple[np.ndarray | None, str]:
     """(quad, fallback reason or '') as preprocess_image decides them."""
     if strategy == "quad":
-        found, measures = P.find_paper_quad(img)
-        return found, measures.get("reason", "") if found is None else P.quad_problem(found, measures)
+        return P.page_quad(img)
     _, info = P.preprocess_image(img, P.PreprocessConfig(strategy=strategy, size=(128, 192)))
     return info["quad"], info["fallback"]
 

@@ -454,6 +454,13 @@ def quad_problem(quad: np.ndarray, measures: dict) -> str:
     return ""
 
 
+def page_quad(img: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """find_paper_quad + quad_problem: (the found quad or None, why it is not used or '') -- what `full` and `trace`
+    decide on, and what bench/page_finder.py measures."""
+    found, measures = find_paper_quad(img)
+    return found, measures.get("reason", "") if found is None else quad_problem(found, measures)
+
+
 def rectify(img: np.ndarray, quad: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Warp the quad (TL, TR, BR, BL) to a top-down image of `size` (H, W). Shrinks first with INTER_AREA so the
     bilinear warp does not alias thin grid lines, then warps once."""
@@ -543,8 +550,7 @@ def preprocess_image(img: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray
         return _resize(img, cfg.size), info
     quad = None
     if cfg.strategy in ("full", "trace"):
-        found, measures = find_paper_quad(img)
-        problem = measures.get("reason", "") if found is None else quad_problem(found, measures)
+        found, problem = page_quad(img)
         if found is not None:
             q = np.asarray(found)
             if not problem and np.linalg.norm(q[3] - q[0]) + np.linalg.norm(q[2] - q[1]) > \
