@@ -28,6 +28,28 @@ def test_hard_vote_five_folds_gives_fractions_of_folds():
     assert np.array_equal(infer.ensemble(probs, "hard", thr), v)
 
 
+def test_hard_tiebreak_keeps_the_vote_and_orders_ties_by_mean_probability():
+    rng = np.random.default_rng(3)
+    probs = rng.random((5, 400, 5))
+    thr = rng.uniform(0.3, 0.7, (5, 5))
+    hard, tb, mean = infer.hard_vote(probs, thr), infer.hard_tiebreak_vote(probs, thr), probs.mean(0)
+    assert tb.shape == hard.shape and tb.min() >= 0 and tb.max() <= 1
+    assert np.array_equal(infer.ensemble(probs, "hard_tiebreak", thr), tb)
+    for c in range(5):
+        h, t, m = hard[:, c], tb[:, c], mean[:, c]
+        more = h[:, None] > h[None, :]  # every pair the vote orders keeps that order
+        assert (t[:, None] > t[None, :])[more].all()
+        same = (h[:, None] == h[None, :]) & (m[:, None] > m[None, :])  # pairs it ties: ordered by mean probability
+        assert same.any() and (t[:, None] > t[None, :])[same].all()
+    # known answer: two positives and two negatives all get 3 of 5 votes; the pure vote ties them (AUROC 0.5),
+    # the tie-break ranks them by mean probability (here perfectly)
+    p = np.array([[0.9, 0.8, 0.6, 0.55]] * 3 + [[0.1, 0.1, 0.1, 0.1]] * 2)[:, :, None]
+    y = np.array([1, 1, 0, 0])
+    from src.score import macro_auroc
+    assert macro_auroc(y[:, None], infer.hard_vote(p)) == 0.5
+    assert macro_auroc(y[:, None], infer.hard_tiebreak_vote(p)) == 1.0
+
+
 def test_soft_vote_is_the_mean():
     probs = np.random.default_rng(1).random((3, 50, 5))
     assert np.allclose(infer.soft_vote(probs), probs.mean(0))
@@ -131,6 +153,11 @@ def test_end_to_end_hard_vote_submission_is_scored(tiny_run, capsys):
                      for lb in labels] for k in (0, 1)])
     assert np.array_equal(infer.hard_vote(probs[:, ok.to_numpy()], thr), vals)
     assert r["info"]["unreadable"][0]["id"] == bad_id
+    # the default vote is the same hard vote with its ties ordered by the folds' mean probability
+    d = _infer(tiny_run, f"--out={out.with_name('default.csv')}", f"--test_dir={test_copy}", "--workers=0")
+    assert d["info"]["vote"] == "hard_tiebreak"
+    dvals = pd.read_csv(out.with_name("default.csv"), dtype={"id": str}).loc[ok, labels].to_numpy()
+    assert np.allclose(dvals, (2 * vals + probs[:, ok.to_numpy()].mean(0)) / 3)
 
     res = score.main(["--submission", str(out), "--solution", str(tiny_run["solution"]), "--skip_degenerate=true"])
     assert set(res) == {"overall", "Public", "Private"} and 0 <= res["overall"]["macro_auroc"] <= 1

@@ -1,5 +1,6 @@
-"""Kaggle kernel, inference: preprocess the test photos exactly as training did, hard-vote the five fold models,
-write /kaggle/working/submission.csv. Runs with the internet off (code competitions).
+"""Kaggle kernel, inference: preprocess the test photos exactly as training did, hard-vote the five fold models
+(ties ordered by their mean probability), write /kaggle/working/submission.csv. Runs with the internet off (code
+competitions).
 
 Attach: `ecgka-bundle`, the competition, and the Stage II output (`ecgka-stage2`); its run folder carries the
 preprocessing config and the ROI weights, so nothing else is needed.
@@ -19,5 +20,5 @@ def kit(*args):  # one `python -m src.<stage>` of the kit, run from /kaggle/work
 
 
 kit("src.bundle", "install")
-kit("src.infer", f"--run={RUN}", "--vote=hard", f"--test_dir={COMP}/test",
+kit("src.infer", f"--run={RUN}", "--vote=hard_tiebreak", f"--test_dir={COMP}/test",
     f"--sample_submission={COMP}/sample_submission.csv", "--out=submission.csv")
