@@ -298,16 +298,24 @@ def _line_quads(canny: np.ndarray, edges: np.ndarray, most: int = 12) -> list[np
     return quads
 
 
-def _outline_cover(quad: np.ndarray, edges: np.ndarray) -> float:
+def _outline_cover(quad: np.ndarray, edges: np.ndarray, frame: int = 4) -> float:
     """The smallest share of a side's length that lies on the edge map: ~1 for a sheet's outline, lower for a side
-    that cuts across paper or background to join up two pieces of edge."""
+    that cuts across paper or background to join up two pieces of edge.
+
+    Points within `frame` px of the image border count as on it: Canny marks nothing there, so a sheet photographed
+    up to the frame's edge would otherwise fail on that side. On the 700 demo photos (train + test) this took the
+    fallbacks from 98 to 85 with wrong accepts unchanged at 10; on scans, whose page is often cut by the frame, wrong
+    accepts rose from 11 to 15 of 300 (bench/page_finder.py, README "Results")."""
     sh, sw = edges.shape
     t = np.linspace(0.05, 0.95, 60)[:, None]
     cover = []
     for k in range(4):
         p = np.round(quad[k] + t * (quad[(k + 1) % 4] - quad[k])).astype(int)
         inside = (p[:, 0] >= 0) & (p[:, 0] < sw) & (p[:, 1] >= 0) & (p[:, 1] < sh)
-        cover.append(float((edges[p[inside, 1], p[inside, 0]] > 0).sum() / len(t)))
+        on = np.zeros(len(p), bool)
+        on[inside] = edges[p[inside, 1], p[inside, 0]] > 0
+        rim = (p[:, 0] < frame) | (p[:, 1] < frame) | (p[:, 0] >= sw - frame) | (p[:, 1] >= sh - frame)
+        cover.append(float((on | (rim & inside)).sum() / len(t)))
     return min(cover)
 
 

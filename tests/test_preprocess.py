@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from src import photo, render, synth
-from src.preprocess import (PreprocessConfig, build_cache, in_shard, load_config, main, parse_shard, preprocess_image,
-                            read_cache, resolve_sources)
+from src.preprocess import (PreprocessConfig, _outline_cover, build_cache, in_shard, load_config, main, parse_shard,
+                            preprocess_image, read_cache, resolve_sources)
 from src.utils import imread, imwrite
 
 
@@ -90,6 +90,19 @@ def test_full_finds_a_page_lying_on_a_blank_sheet():
     q = np.float64(info["quad"])
     err = min(np.linalg.norm(np.roll(q, k, axis=0) - truth, axis=1).max() for k in range(4))
     assert err < 0.01 * np.linalg.norm(truth[2] - truth[0]), err
+
+
+def test_outline_cover_counts_a_side_along_the_frame_edge():
+    """Canny marks no edge in a frame's outermost pixels, so a sheet whose side runs there (a page photographed up
+    to the frame's edge) has that side off the edge map; it still bounds the page and must not count as a gap.
+    A side that crosses the inside of the frame without edges still does."""
+    edges = np.zeros((100, 200), np.uint8)
+    cv2.rectangle(edges, (0, 10), (150, 90), 255, 1)
+    edges[:, :3] = 0  # what Canny gives at the frame: nothing
+    quad = np.float64([[1, 10], [150, 10], [150, 90], [1, 90]])
+    assert _outline_cover(quad, edges) == 1.0
+    edges[:, 60:] = 0  # the right side and most of the top and bottom gone: a guessed outline
+    assert _outline_cover(quad, edges) < 0.5
 
 
 def test_full_falls_back_when_no_page_is_found():
