@@ -44,7 +44,8 @@ setup_venv
 
 # ---------------------------------------------------------------------------------------------------------------
 # Settings (environment variables). Defaults: the embedded synthetic `demo` competition, sized for a 2-core CPU box
-# (~1.5 h from nothing on a slow one, README "Results"); DEBUG=1 is the same pipeline at toy size (the smoke test).
+# (~2 h from nothing on the faster of our boxes, longer on a slower one: README "Results"); DEBUG=1 is the same
+# pipeline at toy size (the smoke test).
 # The CPU recipe reads trace maps (STRATEGY=trace: the ink alone, grid and lighting removed) with the kit's small
 # ecgka_tracenet from random weights: on raw photos a CNN learns nothing on this budget (README "Results"). On a GPU
 # with ImageNet weights, use the paper's STRATEGY=roi_clahe ARCH=convnext_base SIZE=512,768 (30-50 epochs, lr 1e-4)
@@ -58,7 +59,7 @@ if [[ "$DEBUG" == 1 ]]; then
   SCORE_ARGS=(--skip_degenerate=true)  # 20 toy test images: a class may have no positives, AUROC is then undefined
 else
   PRESET=${PRESET:-demo}; SYNTH=${SYNTH:-ecg-synth}; RUN=${RUN:-demo}; ARCH=${ARCH:-ecgka_tracenet}
-  SIZE=${SIZE:-96,384}; EPOCHS1=${EPOCHS1:-5}; EPOCHS2=${EPOCHS2:-4}; ROI_EPOCHS=${ROI_EPOCHS:-0}
+  SIZE=${SIZE:-96,384}; EPOCHS1=${EPOCHS1:-6}; EPOCHS2=${EPOCHS2:-4}; ROI_EPOCHS=${ROI_EPOCHS:-0}
   ROI_IMGSZ=${ROI_IMGSZ:-320}; BATCH=${BATCH:-32}
   SCORE_ARGS=()
 fi

@@ -17,7 +17,7 @@ What it does, in order:
      hard  (the paper's) each fold says yes/no per class at its own threshold; the score is the share of folds
            saying yes, so five folds give {0, 0.2, ..., 1}. AUROC only needs an order; these ties make the ensemble
            robust to one badly calibrated fold but cost resolution: on the CPU demo's 200 test photos hard scored
-           0.864 where soft scored 0.914 and hard_tiebreak 0.915 on the same five fold models (README "Results").
+           0.904 where soft scored 0.960 and hard_tiebreak 0.960 on the same five fold models (README "Results").
      hard_tiebreak (the default) the hard vote, with images that got the same number of votes ordered by their
            mean probability: the vote still decides every order it decides; the folds' scores decide the ties.
      soft  mean probability.
