@@ -183,7 +183,9 @@ class Kit:
     def __init__(self, cfg: AblationConfig):
         self.cfg = cfg
         self.p = resolve_preset(cfg)
-        self.work = Path(cfg.workdir) if cfg.workdir else paths().outputs / "ablation"
+        # absolute: the stages resolve a relative --name under their own outputs/<stage>/ folder, so a relative
+        # workdir would scatter its runs there (a relative --workdir once sent Stage I to outputs/pretrain/outputs/...)
+        self.work = (Path(cfg.workdir) if cfg.workdir else paths().outputs / "ablation").resolve()
         self.work.mkdir(parents=True, exist_ok=True)
         self.data = self.work / "data"
         self.commands = self.work / "commands.sh"

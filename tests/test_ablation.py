@@ -129,3 +129,10 @@ def test_fraction_subsets_are_nested_and_keep_fold0(smoke):
 def test_bad_experiment_name_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="unknown"):
         ablation.main([f"--workdir={tmp_path}", "--experiments=stages,backbones"])
+
+
+def test_a_relative_workdir_is_made_absolute(tmp_path, monkeypatch):
+    # the stages join a relative --name under outputs/<stage>/: run paths must be absolute to stay in the workdir
+    monkeypatch.chdir(tmp_path)
+    kit = ablation.Kit(ablation.parse_args(ablation.AblationConfig, ["--workdir=rel/abl", "--preset=tiny"]))
+    assert kit.work == tmp_path / "rel" / "abl" and kit.work.is_dir()
