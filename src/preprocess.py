@@ -28,8 +28,8 @@ Cache layout (<dst>):  images/<id>.png      preprocessed RGB, lossless PNG by de
                                             status ok|skipped, error, box, quad, fallback, roi_method, roi_conf,
                                             rotate, src_w, src_h, src_path
                        preprocess.yaml      the config; infer re-applies it to test images (config_from_dict)
-Re-running skips ids already cached (resumable; unreadable images are retried). A dst built with other image settings
-is refused. Unreadable or truncated images are listed as skipped with the error; the run goes on.
+Re-running skips ids already cached (resumable; unreadable images are retried). A dst built with other image settings,
+or by another version of this code (PIXELS_VERSION), is refused. Unreadable or truncated images are listed as skipped with the error; the run goes on.
 
 Speed: detection runs on a copy shrunk by an integer factor to ~640 px, and CLAHE runs after the resize, on the
 output-sized crop. CLAHE's tiles are fractions of the image and its clip limit is relative to the tile's pixel count,
@@ -64,6 +64,11 @@ MIN_EDGE_SUPPORT = 8.0  # grey levels per px that every side of a sheet's outlin
 # Fields that change the cached pixels: a cache built with other values is not resumed into.
 # The ROI weights count by content (roi_weights_sha256), not path, so a cache can be resumed on another machine.
 IMAGE_KEYS = ("strategy", "size", "margin", "clahe_clip", "clahe_grid", "roi_conf", "out_ext", "jpeg_quality")
+# The version of the code that makes the cached pixels: bump it when a change alters what preprocess_image returns for
+# the same settings. A cache or run folder made by another version is refused, because a stale cache would otherwise be
+# resumed into with mixed maps, and inference would apply new code to a model trained on the old maps. Caches written
+# before the version was recorded are version 1.
+PIXELS_VERSION = 1
 INDEX_COLUMNS = ("id", "cache_path", "status", "error", "box", "quad", "fallback", "roi_method", "roi_conf", "rotate",
                  "src_w", "src_h", "src_path")
 
@@ -580,6 +585,8 @@ def load_config(dst: str | Path) -> PreprocessConfig:
     import yaml
     from .config import config_from_dict
     d = yaml.safe_load((Path(dst) / "preprocess.yaml").read_text())
+    _check_version(Path(dst) / "preprocess.yaml", d, "retrain on a cache rebuilt by this code, or run the commit the "
+                   "model was trained with (its config.yaml records the git SHA)")
     d = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(PreprocessConfig)}}
     w = d.get("roi_weights")
     if w and not Path(w).is_absolute() and (Path(dst) / w).is_file():
@@ -709,6 +716,13 @@ def _read_index(path: Path) -> pd.DataFrame:
                        keep_default_na=False, na_values={k: [""] for k in ("roi_conf", "rotate", "src_w", "src_h")})
 
 
+def _check_version(f: Path, d: dict, fix: str) -> None:
+    v = (d or {}).get("pixels_version", 1)
+    if v != PIXELS_VERSION:
+        raise SystemExit(f"{f} was made by preprocessing code version {v}, this code makes version {PIXELS_VERSION} "
+                         f"(other pixels for the same settings): {fix}")
+
+
 def _check_config(dst: Path, cfg: PreprocessConfig) -> None:
     import yaml
     want = {k: v for k, v in config_dict(cfg).items() if k in IMAGE_KEYS}
@@ -716,12 +730,13 @@ def _check_config(dst: Path, cfg: PreprocessConfig) -> None:
     f = dst / "preprocess.yaml"
     if f.exists():
         have = yaml.safe_load(f.read_text()) or {}
+        _check_version(f, have, f"delete {dst} and build it again, or use another --dst")
         diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
         if diff:
             raise SystemExit(f"{dst} was built with other settings {diff} (cached, requested); use another --dst or "
                              f"delete {dst}")
         return
-    write_text(f, yaml.safe_dump({**config_dict(cfg), **want}, sort_keys=False))
+    write_text(f, yaml.safe_dump({**config_dict(cfg), **want, "pixels_version": PIXELS_VERSION}, sort_keys=False))
 
 
 def build_cache(df: pd.DataFrame, dst: str | Path, cfg: PreprocessConfig, workers: int | None = None,

@@ -1,5 +1,7 @@
 """Preprocessing: the ROI crop keeps every lead, rectification lands the page corners on the output corners, and the
 cache skips broken images, resumes, refuses mixed settings, shards and merges."""
+import re
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -233,6 +235,29 @@ def test_cache_skips_broken_resumes_and_matches_the_function(tmp_path, photos, c
     # other image settings into the same cache are refused
     with pytest.raises(SystemExit, match="other settings"):
         build_cache(resolve_sources(src), dst, PreprocessConfig(size=(64, 96), clahe_clip=4.0))
+
+
+def test_a_cache_from_other_preprocessing_code_is_refused(tmp_path, photos, monkeypatch):
+    import yaml
+    from src import preprocess as pp
+    src = _folder(tmp_path, photos, n=2)
+    dst = tmp_path / "cache"
+    cfg = PreprocessConfig(size=(64, 96), workers=1)
+    build_cache(resolve_sources(src), dst, cfg)
+    assert yaml.safe_load((dst / "preprocess.yaml").read_text())["pixels_version"] == pp.PIXELS_VERSION
+    # a cache written before the version was recorded counts as version 1
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    d = yaml.safe_load((dst / "preprocess.yaml").read_text())
+    del d["pixels_version"]
+    (legacy / "preprocess.yaml").write_text(yaml.safe_dump(d))
+    assert load_config(legacy).size == (64, 96)
+    # the code changes what it draws: the old cache is neither resumed into nor trusted for inference
+    monkeypatch.setattr(pp, "PIXELS_VERSION", pp.PIXELS_VERSION + 1)
+    with pytest.raises(SystemExit, match=rf"{re.escape(str(dst))}.*version 1, this code makes version 2.*delete"):
+        build_cache(resolve_sources(src), dst, cfg)
+    with pytest.raises(SystemExit, match="version 1, this code makes version 2.*retrain"):
+        load_config(dst)
 
 
 def test_shards_and_merge(tmp_path, photos):
