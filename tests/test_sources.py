@@ -154,6 +154,9 @@ def _ptbxl_tables(root: Path) -> Path:
 @pytest.fixture
 def ptbxl_root(tmp_path):
     # laid out as `wget -r -np https://physionet.org/files/ptb-xl/1.0.3/` leaves it: the reader has to look down
+    if not (FIXTURES / "records100").is_dir():  # a checkout without ../shared beside it (e.g. a git worktree elsewhere)
+        pytest.fail(f"{FIXTURES} not found: these tests read the real WFDB records in ../shared/fixtures, beside "
+                    f"the repo")
     base = _ptbxl_tables(tmp_path / "ptb-xl" / "physionet.org" / "files" / "ptb-xl" / "1.0.3")
     for d in ("records100", "records500"):
         (base / d).symlink_to(FIXTURES / d, target_is_directory=True)
