@@ -29,7 +29,8 @@ Cache layout (<dst>):  images/<id>.png      preprocessed RGB, lossless PNG by de
                                             rotate, src_w, src_h, src_path
                        preprocess.yaml      the config; infer re-applies it to test images (config_from_dict)
 Re-running skips ids already cached (resumable; unreadable images are retried). A dst built with other image settings,
-or by another version of this code (PIXELS_VERSION), is refused. Unreadable or truncated images are listed as skipped with the error; the run goes on.
+or by another version of this code (PIXELS_VERSION), is refused. Unreadable or truncated images are listed as skipped
+with the error; the run goes on.
 
 Speed: detection runs on a copy shrunk by an integer factor to ~640 px, and CLAHE runs after the resize, on the
 output-sized crop. CLAHE's tiles are fractions of the image and its clip limit is relative to the tile's pixel count,
