@@ -587,7 +587,7 @@ def load_config(dst: str | Path) -> PreprocessConfig:
     from .config import config_from_dict
     d = yaml.safe_load((Path(dst) / "preprocess.yaml").read_text())
     _check_version(Path(dst) / "preprocess.yaml", d, "retrain on a cache rebuilt by this code, or run the commit the "
-                   "model was trained with (its config.yaml records the git SHA)")
+                   "model was trained with (the run folder's git.txt)")
     d = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(PreprocessConfig)}}
     w = d.get("roi_weights")
     if w and not Path(w).is_absolute() and (Path(dst) / w).is_file():
