@@ -2,6 +2,7 @@
 build shared by all, 1 seed, 1 epoch, 32x128 images, a few dozen images) and writes its table into a tmp report."""
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -38,7 +39,7 @@ def table_rows(sec: str) -> list[list[str]]:
 def test_each_experiment_writes_a_numeric_table(smoke, exp):
     _, _, text = smoke
     rows = table_rows(section(text, exp))
-    expected = {"backbone": 2, "stages": 3, "preprocess": 4, "fraction": 2, "vote": 5, "shift": 3, "ceiling": 3}[exp]
+    expected = {"backbone": 2, "stages": 4, "preprocess": 4, "fraction": 2, "vote": 5, "shift": 3, "ceiling": 3}[exp]
     assert len(rows) == expected, rows
     for row in rows:
         assert "failed" not in " ".join(row), row
@@ -79,6 +80,11 @@ def test_runs_use_the_presets_recipe(smoke):
         assert (s2["arch"], s2["lr"], s2["aug"]) == ("ecgka_tracenet", 2e-4, aug)
         assert s2["cache"].endswith(f"abl-comp-{strategy}-32x128")
         assert s2["init"] == str(work / "runs" / "pretrain" / f"ecgka_tracenet-{strategy}-scans" / "best.pt")
+    # the compute-matched control: random init, Stage I's lr, as many images as Stage I on the scans (24 x 1 epoch)
+    m = run_config(work, "train", "ecgka_tracenet-trace-none-matched-all-s0")
+    s1 = run_config(work, "pretrain", "ecgka_tracenet-trace-scans")
+    assert (m["lr"], m["init"] or None) == (s1["lr"], None)
+    assert m["epochs"] == 2  # ceil(1 epoch x 24 scans / (25 photos x 2/3: a fold's training part of 3))
     cmds = (work / "commands.sh").read_text()
     assert "--strategy=raw" in cmds and "--strategy=full" in cmds
     # every Stage I and II command but the backbone arm's carries the main arch
@@ -102,6 +108,23 @@ def test_vote_uses_all_folds_and_shift_has_a_gap(smoke):
     assert sorted(info["folds"]) == [0, 1, 2]
     r = pd.read_json(work / "results" / "shift" / "one_setting__none_s0.json", typ="series")
     assert r["gap"] == pytest.approx(r["in_dist"] - r["test_auroc"])
+    assert re.search(r"Agreement of the fold models: .* r = -?[01]\.\d{3}", section(smoke[2], "vote"))
+
+
+def test_fold_agreement_is_one_for_copies_and_near_zero_for_independent_models(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.random((400, len(ablation.LABELS)))
+
+    def folds_csv(name, probs):
+        rows = [pd.DataFrame({"id": [f"i{k:03d}" for k in range(len(p))], "fold": f, "status": "ok",
+                              **{lb: p[:, j] for j, lb in enumerate(ablation.LABELS)}})
+                for f, p in enumerate(probs)]
+        pd.concat(rows).sample(frac=1, random_state=0).to_csv(tmp_path / f"{name}_folds.csv", index=False)
+        return tmp_path / f"{name}.csv"  # the submission path; the per-fold file sits beside it
+
+    assert ablation.fold_agreement(folds_csv("copies", [base, base, base])) == pytest.approx(1.0)
+    assert abs(ablation.fold_agreement(folds_csv("indep", [rng.random(base.shape) for _ in range(3)]))) < 0.1
+    assert ablation.fold_agreement(tmp_path / "missing.csv") is None
 
 
 def test_finished_arms_are_not_rerun(smoke):
