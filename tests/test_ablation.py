@@ -159,3 +159,30 @@ def test_a_relative_workdir_is_made_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     kit = ablation.Kit(ablation.parse_args(ablation.AblationConfig, ["--workdir=rel/abl", "--preset=tiny"]))
     assert kit.work == tmp_path / "rel" / "abl" and kit.work.is_dir()
+
+
+def test_paired_bootstrap_auroc_matches_sklearn_and_cancels_what_arms_share(tmp_path):
+    from sklearn.metrics import roc_auc_score
+    rng = np.random.default_rng(1)
+    n, labels = 150, list(ablation.LABELS)
+    y = (rng.random((n, len(labels))) < 0.3).astype(int)
+    p = np.round(y * 0.3 + rng.random(y.shape), 1)  # rounded: ties, which must count half as in sklearn
+    ident = np.arange(n)[None, :]
+    want = np.mean([roc_auc_score(y[:, j], p[:, j]) for j in range(len(labels))])
+    assert ablation.boot_macro_auroc(y, p, ident)[0] == pytest.approx(want, abs=1e-12)
+
+    ids = [f"t{k:03d}" for k in range(n)]
+    sol = tmp_path / "solution.csv"
+    pd.DataFrame(y, columns=labels).assign(id=ids).to_csv(sol, index=False)
+
+    def arm(name, probs, seed=0):
+        sub = tmp_path / f"{name}.csv"
+        pd.DataFrame(probs, columns=labels).assign(id=ids).sample(frac=1, random_state=0).to_csv(sub, index=False)
+        return [{"seed": seed, "submission": str(sub), "solution": str(sol), "test_auroc": 0.0}]
+
+    a, b = arm("a", p), arm("b", p + 0.001)  # same ranking: a difference with no noise at all
+    assert ablation.paired_sd([(a, 1.0), (b, -1.0)]) == pytest.approx(0.0, abs=1e-12)
+    c = arm("c", rng.random(y.shape))
+    sd = ablation.paired_sd([(a, 1.0), (c, -1.0)])
+    assert 0.0 < sd < 0.1
+    assert ablation.paired_sd([(a, 1.0), (arm("d", p, seed=5), -1.0)]) is None  # no seed in common
