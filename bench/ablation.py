@@ -943,7 +943,8 @@ def analysis(kit: Kit, results: dict[str, dict[str, list[dict]]]) -> list[str]:
         lo, hi = min(scans), max(scans)
         n_lo = next((r.get("n_train") for r in results["fraction"][f"{lo:g}|scans"] if r.get("n_train")), "?")
         pts.append(f"**Data fraction.** Single-stage never leaves chance at any fraction (best {max(none):.3f}): from "
-                   f"random weights, {kit.p['epochs2']} epoch{'s' * (kit.p['epochs2'] != 1)} at the fine-tune lr ({kit.p['lr2']:g}) learn nothing "
+                   f"random weights, {kit.p['epochs2']} epoch{'s' * (kit.p['epochs2'] != 1)} at the fine-tune lr "
+                   f"({kit.p['lr2']:g}) learn nothing "
                    f"even from all the target photos. The Stage I gain at each fraction is then the Stage I arm's own "
                    f"accuracy minus chance, which cannot grow as data shrinks, so the claim that the gain is largest "
                    f"when data is scarce is not testable with this baseline. What the curve does show: with Stage I, "
@@ -972,18 +973,32 @@ def analysis(kit: Kit, results: dict[str, dict[str, list[dict]]]) -> list[str]:
                    + f". One fold model alone scores {one:.3f}: "
                    + ("the folds are near-copies (see their agreement under the table), so no vote beats a member."
                       if max(soft, tb or 0) <= one + 0.01 else "voting helps once ties are ordered."))
-    sh = {a: v for (e, a), v in m.items() if e == "shift"}
-    rs = [r for r in results.get("shift", {}).get("one setting|none", []) if r.get("in_dist") is not None]
-    if rs and "one setting|none" in sh:
-        ind = float(np.mean([r["in_dist"] for r in rs]))
-        ref = sh.get("diverse|scans")
-        txt = (f"**Single source.** Trained on one page setting from random weights, Stage II scores {ind:.3f} on "
-               f"that setting and {sh['one setting|none']:.3f} on the diverse test")
-        if "one setting|scans" in sh:
-            txt += f"; from Stage I on diverse scans, {sh['one setting|scans']:.3f} on the diverse test"
+    def shift_pair(arm):  # (mean AUROC on the one-setting test, on the diverse test) of a shift arm
+        rs = [r for r in results.get("shift", {}).get(arm, []) if "error" not in r and r.get("in_dist") is not None]
+        return (float(np.mean([r["in_dist"] for r in rs])), float(np.mean([r["test_auroc"] for r in rs]))) if rs \
+            else None
+    ref = shift_pair("diverse|scans")
+    parts = []
+    for init in ("none", "scans", "scans+extra"):
+        sp = shift_pair(f"one setting|{init}")
+        if sp is None:
+            continue
+        if sp[0] <= floor:
+            parts.append(f"from {INIT_NAME[init].split(' -> ')[0].lower()}, one-setting training stays near chance "
+                         f"even on its own setting ({sp[0]:.3f}), so it has no gap to show")
+        else:
+            parts.append(f"from {INIT_NAME[init].split(' -> ')[0]}, one-setting training scores {sp[0]:.3f} on its "
+                         f"own setting and {sp[1]:.3f} on the diverse test (gap {sp[0] - sp[1]:+.3f})")
+    if parts:
+        txt = "**Single source.** " + "; ".join(parts)[0].upper() + "; ".join(parts)[1:] + "."
         if ref is not None:
-            txt += f" (trained on the diverse photos: {ref:.3f})"
-        pts.append(txt + ".")
+            txt += (f" The same recipe trained on the diverse photos scores {ref[0]:.3f} / {ref[1]:.3f} (gap "
+                    f"{ref[0] - ref[1]:+.3f}), so the one-setting test set is about that much easier and the rest of a "
+                    f"gap is the single source. Each gap compares two test sets of {kit.p['n_shift_test']} and "
+                    f"{kit.p['n_test']} images, whose bootstrap noise is what the verdicts weigh it against. A Stage I "
+                    f"that also saw diverse photo-like pages is stronger overall (section 2), so its higher "
+                    f"diverse-test score mixes 'closes the gap' with 'is a better start'.")
+        pts.append(txt)
     return ["## Why the results come out as they do", "", *[f"- {t}" for t in pts], ""] if pts else []
 
 
