@@ -1,6 +1,6 @@
 """Ablations of the kit's recipe (issue 9): which pieces earn their place, measured on data the kit makes.
 
-    python -m bench.ablation --preset=cpu --seeds=0                    # all seven experiments, 2-core CPU (~2 h, est.)
+    python -m bench.ablation --preset=cpu --seeds=0                    # all seven, 2 cores: ~3.5 h (3 seeds ~5 h)
     python -m bench.ablation --preset=cpu --experiments=vote,stages --seeds=0,1,2
     python -m bench.ablation --preset=cpu --budget=0.5                 # half the epochs and images of the preset
     python -m bench.ablation --preset=full --seeds=0,1,2 --workdir=outputs/ablation-full     # a GPU
@@ -62,8 +62,8 @@ EXPERIMENTS = ("backbone", "stages", "preprocess", "fraction", "vote", "shift", 
 # Sizes and recipe per preset. `data` is the src.make_data preset the counts override; `strategy` and `arch` are the
 # main preprocessing and backbone (every arm but the one an experiment varies), lr1 / lr2 the peak lr of Stage I / II.
 # tiny: the smoke test (seconds per arm); cpu: a 2-core box, run_all.sh's CPU recipe at a smaller data size and fewer
-# epochs (~2 h for one seed, estimate); full: paper-like, GPU only. ceiling_n's first size is a Stage II fold's
-# training part (4/5 of n_train), so the signal ceiling is read at the image arms' data size.
+# epochs (~3.5 h for one seed, mostly the eight Stage I runs); full: paper-like, GPU only. ceiling_n's first size is a
+# Stage II fold's training part (4/5 of n_train), so the signal ceiling is read at the image arms' data size.
 PRESETS = {
     "tiny": dict(data="tiny", n_train=25, n_test=20, n_scans=24, n_extra=12, n_shift=20, n_shift_test=16,
                  photo_size=(480, 270), scan_size=(440, 340), size=(32, 128), epochs1=1, epochs2=1, batch=8, workers=1,
