@@ -973,6 +973,31 @@ def analysis(kit: Kit, results: dict[str, dict[str, list[dict]]]) -> list[str]:
                    + f". One fold model alone scores {one:.3f}: "
                    + ("the folds are near-copies (see their agreement under the table), so no vote beats a member."
                       if max(soft, tb or 0) <= one + 0.01 else "voting helps once ties are ordered."))
+    pre = {a: v for (e, a), v in m.items() if e == "preprocess"}
+    if len(pre) >= 2:
+        order = " > ".join(f"{a} {v:.3f}" for a, v in sorted(pre.items(), key=lambda t: -t[1]))
+        txt = (f"**Preprocessing.** Ours: {order}; the paper: roi_clahe {PAPER['preprocess']['roi_clahe']} > full "
+               f"{PAPER['preprocess']['full']} > raw {PAPER['preprocess']['raw']}.")
+        if "raw" in pre and max(pre.get("roi_clahe", 0), pre.get("full", 0)) > pre["raw"]:
+            txt += (" Cropping to the ECG (roi_clahe, full) scores above the whole photo (raw), the paper's direction; "
+                    "the verdicts say whether that is beyond the noise.")
+        h, w = kit.p["size"]
+        rect = {}
+        for what in ("abl-comp", "scans"):
+            f = kit.work / "cache" / f"{what}-full-{h}x{w}" / "index.csv"
+            if f.is_file():
+                idx = pd.read_csv(f, dtype=str, keep_default_na=False)
+                ok = idx[idx["status"] == "ok"]
+                rect[what] = float((ok["fallback"] == "").mean()) if len(ok) else math.nan
+        if len(rect) == 2:
+            txt += (f" `full` rectifies {rect['abl-comp']:.0%} of the competition photos but only {rect['scans']:.0%} "
+                    f"of the Stage I scans (a scan's page is usually cut by the frame, so the page finder falls back "
+                    f"to the ROI crop): its Stage I learns mostly from crops and then meets warped pages at Stage II.")
+        if "trace" in pre and pre["trace"] == max(pre.values()):
+            txt += (f" `trace` (grid and lighting removed) leaves the {h}x{w} pixels to the traces alone, which at "
+                    f"this resolution matters most; the paper worked at 512x768 from ImageNet weights.")
+        pts.append(txt)
+
     def shift_pair(arm):  # (mean AUROC on the one-setting test, on the diverse test) of a shift arm
         rs = [r for r in results.get("shift", {}).get(arm, []) if "error" not in r and r.get("in_dist") is not None]
         return (float(np.mean([r["in_dist"] for r in rs])), float(np.mean([r["test_auroc"] for r in rs]))) if rs \
