@@ -954,12 +954,13 @@ def analysis(kit: Kit, results: dict[str, dict[str, list[dict]]]) -> list[str]:
                    f"{scans[hi] - scans[lo]:+.3f}.")
     if ("stages", "none-matched") in m and ("stages", "scans") in m:
         a, b, c = m[("stages", "none-matched")], m[("stages", "scans")], m.get(("stages", "none"), math.nan)
+        share = min(1.0, max(0.0, (a - c) / (b - c))) if b > c else math.nan
         verdict_txt = ("but the Stage I arm does not leave chance either, so the control says nothing at this size"
                        if b <= floor else
-                       "so the Stage I gain is the scans' knowledge, not the extra compute" if a <= floor else
-                       f"so part of the Stage I gain is compute: a from-scratch model given the same budget on the "
-                       f"target photos closes {(a - c) / (b - c):.0%} of the gap" if b > a else
-                       "so at this size the same compute spent on the target photos is worth as much as Stage I")
+                       "so at this size the same compute spent on the target photos is worth as much as Stage I"
+                       if a >= b else
+                       f"so compute alone closes {share:.0%} of the gap from the fine-tune recipe to Stage I, and "
+                       f"the rest ({b - a:+.3f}) is what the scans teach")
         pts.append(f"**Knowledge or compute?** Given Stage I's lr and as many training images as Stage I sees "
                    f"({kit.matched_epochs()} epochs over a fold's photos), single-stage reaches {a:.3f}, against "
                    f"{b:.3f} after Stage I on scans and {c:.3f} with the fine-tune recipe; {verdict_txt}.")
