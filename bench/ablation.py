@@ -379,21 +379,20 @@ def resolve_preset(cfg: AblationConfig) -> dict:
     return p
 
 
-def bootstrap_sd(sub: Path, solution: Path, n: int, seed: int = 0) -> float:
-    """sd of the macro-AUROC over test-set resamples: the noise a single seed carries from the test set alone."""
-    from src.score import macro_auroc
-    s = pd.read_csv(sub, dtype={"id": str})
+def scored(sub: str | Path, solution: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, probabilities) of a submission, rows in the solution's id order, columns the LABELS it holds."""
     t = pd.read_csv(solution, dtype={"id": str})
+    s = pd.read_csv(sub, dtype={"id": str})
     labels = [c for c in LABELS if c in t.columns]
     m = t[["id", *labels]].merge(s[["id", *labels]], on="id", suffixes=("", "_p"))
-    y, p = m[labels].to_numpy(float), m[[f"{c}_p" for c in labels]].to_numpy(float)
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n):
-        i = rng.integers(0, len(m), len(m))
-        v = macro_auroc(y[i], p[i], labels, skip_degenerate=True)
-        if not math.isnan(v):
-            vals.append(v)
+    return m[labels].to_numpy(float), m[[f"{c}_p" for c in labels]].to_numpy(float)
+
+
+def bootstrap_sd(sub: Path, solution: Path, n: int, seed: int = 0) -> float:
+    """sd of the macro-AUROC over test-set resamples: the noise a single seed carries from the test set alone."""
+    y, p = scored(sub, solution)
+    vals = boot_macro_auroc(y, p, np.random.default_rng(seed).integers(0, len(y), (n, len(y))))
+    vals = vals[~np.isnan(vals)]
     return float(np.std(vals)) if len(vals) > 1 else float("nan")
 
 
@@ -810,14 +809,12 @@ def paired_sd(terms: list[tuple[list[dict], float]], n_boot: int = 500) -> float
             r = next(r for r in rs if r["seed"] == seed and "error" not in r and r.get("submission"))
             if not (Path(r["submission"]).is_file() and Path(r.get("solution", "")).is_file()):
                 return None
-            sol = pd.read_csv(r["solution"], dtype={"id": str}).sort_values("id")
-            sub = pd.read_csv(r["submission"], dtype={"id": str}).set_index("id").loc[sol["id"]]
+            y, p = scored(r["submission"], r["solution"])
             if idx is None:  # one set of resamples for every arm and seed: the pairing
-                idx = np.random.default_rng(0).integers(0, len(sol), (n_boot, len(sol)))
-            if idx.shape[1] != len(sol):
+                idx = np.random.default_rng(0).integers(0, len(y), (n_boot, len(y)))
+            if idx.shape[1] != len(y):
                 return None
-            total = total + w * boot_macro_auroc(sol[list(LABELS)].to_numpy(int), sub[list(LABELS)].to_numpy(float),
-                                                 idx) / len(seeds)
+            total = total + w * boot_macro_auroc(y, p, idx) / len(seeds)
     return float(np.nanstd(total, ddof=1))
 
 
