@@ -65,7 +65,7 @@ EXPERIMENTS = ("backbone", "stages", "preprocess", "fraction", "vote", "shift", 
 # epochs (~3.5 h for one seed, mostly the eight Stage I runs); full: paper-like, GPU only. ceiling_n's first size is a
 # Stage II fold's training part (4/5 of n_train), so the signal ceiling is read at the image arms' data size.
 PRESETS = {
-    "tiny": dict(data="tiny", n_train=25, n_test=20, n_scans=24, n_extra=12, n_shift=20, n_shift_test=16,
+    "tiny": dict(data="tiny", n_train=25, n_test=20, n_scans=24, n_extra=12, n_shift=12, n_shift_test=16,
                  photo_size=(480, 270), scan_size=(440, 340), size=(32, 128), epochs1=1, epochs2=1, batch=8, workers=1,
                  strategy="trace", arch="ecgka_tracenet", lr1=2e-3, lr2=2e-4,
                  backbones=("ecgka_tracenet", "convnext_atto"), min_train=4, ceiling_n=(40,), ceiling_epochs=1),
@@ -108,7 +108,7 @@ class AblationConfig:
     lr2: float = -1  # Stage II peak lr (-1: preset's, 2e-4 on CPU)
     aug: str = ""  # augmentation of every arm, none | light | medium | strong (empty: by the arm's strategy, aug_for)
     fractions: tuple[float, ...] = (0.01, 0.05, 0.2, 1.0)  # shares of fold 0's training part used in `fraction`
-    shift_inits: tuple[str, ...] = ("none", "scans", "scans+extra")  # Stage I variants tried in `shift`
+    shift_inits: tuple[str, ...] = ("none", "none-matched", "scans", "scans+extra")  # Stage I variants in `shift`
     n_folds: int = 5  # folds of folds.csv (the `vote` ensemble size; the paper's 5)
     size: tuple[int, ...] = ()  # cache image H W (default: preset's)
     epochs1: int = -1  # Stage I epochs (-1: preset's x budget)
@@ -279,10 +279,11 @@ class Kit:
                                    *self.fit_args(1, arch, strategy, 0)])
         return out / "best.pt"
 
-    def matched_epochs(self) -> int:
-        """Epochs over a fold's training photos that cost as many images as Stage I on the scans: a from-scratch
-        model given Stage I's compute and lr, but on the target data instead of the scans."""
-        fold_train = self.p["n_train"] * (self.cfg.n_folds - 1) / self.cfg.n_folds
+    def matched_epochs(self, n_photos: int | None = None) -> int:
+        """Epochs over a fold's training photos (of n_photos, default the competition's) that cost as many images as
+        Stage I on the scans: a from-scratch model given Stage I's compute and lr, but on the target data instead of
+        the scans."""
+        fold_train = (n_photos or self.p["n_train"]) * (self.cfg.n_folds - 1) / self.cfg.n_folds
         return max(1, math.ceil(self.p["epochs1"] * self.p["n_scans"] / fold_train))
 
     def stage2(self, *, arch: str, strategy: str, init: str, data: str, seed: int, fold: str = "0",
@@ -296,7 +297,8 @@ class Kit:
         train_csv = comp / "train.csv" if data in ("all", "narrow") else self.subset(data, seed, folds_csv)
         run = self.work / "runs" / "train" / f"{arch}-{strategy}-{init}-{data}-s{seed}"
         matched = init == "none-matched"
-        fit = self.fit_args(1, arch, strategy, seed, self.matched_epochs()) if matched else \
+        n_photos = self.p["n_shift"] if data == "narrow" else None
+        fit = self.fit_args(1, arch, strategy, seed, self.matched_epochs(n_photos)) if matched else \
             self.fit_args(2, arch, strategy, seed)
         argv = [f"--cache={cache}", f"--train_csv={train_csv}", f"--folds_csv={folds_csv}", f"--fold={fold}",
                 f"--name={run}", *fit]
@@ -575,8 +577,8 @@ def mean_or_none(vals):
 
 
 ARM_ORDER = ["none", "none-matched", "scans", "scans+extra", "raw", "roi_clahe", "full", "trace", "fold 0 alone",
-             "hard", "hard_tiebreak", "soft", "rank", "one setting|none", "one setting|scans", "one setting|scans+extra",
-             "diverse|scans"]
+             "hard", "hard_tiebreak", "soft", "rank", "one setting|none", "one setting|none-matched",
+             "one setting|scans", "one setting|scans+extra", "diverse|scans"]
 
 
 def _arm_key(kit: Kit, arm: str):
@@ -892,7 +894,7 @@ def claims(kit: Kit, results: dict[str, dict[str, list[dict]]]) -> list[str]:
         is_claim=False)
     sh = results["shift"]
     _, floor = _chance_floor(results)
-    for init in ("none", "scans", "scans+extra"):
+    for init in ("none", "none-matched", "scans", "scans+extra"):
         ok = [r for r in sh.get(f"one setting|{init}", []) if "error" not in r and r.get("gap") is not None]
         if not ok:
             continue
@@ -909,6 +911,8 @@ def claims(kit: Kit, results: dict[str, dict[str, list[dict]]]) -> list[str]:
         rows.append(f"| {claim} | gap (same − diverse) {g:+.3f} | {verdict(g, noise)} |")
     cmp("diverse Stage I recovers diverse-test accuracy of single-setting training", "shift", "one setting|scans",
         "one setting|none")
+    cmp("... and beats a single stage given Stage I's compute on the one-setting photos", "shift",
+        "one setting|scans", "one setting|none-matched")
     cmp("Stage I with diverse photo-like pages recovers more than scans alone", "shift", "one setting|scans+extra",
         "one setting|scans")
     if not rows:
@@ -1002,7 +1006,7 @@ def analysis(kit: Kit, results: dict[str, dict[str, list[dict]]]) -> list[str]:
             else None
     ref = shift_pair("diverse|scans")
     parts = []
-    for init in ("none", "scans", "scans+extra"):
+    for init in ("none", "none-matched", "scans", "scans+extra"):
         sp = shift_pair(f"one setting|{init}")
         if sp is None:
             continue
@@ -1105,7 +1109,9 @@ WHAT = {
             "hard votes at each fold's OOF F1 thresholds (src.train).",
     "shift": "Stage II (fold 0 of its own 5-fold split) on photos of ONE page setting (3x4 + II rhythm, red grid, "
              "letter, no paper artefacts; camera still varies), scored on a test set of that setting and on the "
-             "diverse competition test set. The last row is the same recipe trained on the diverse photos.",
+             "diverse competition test set. The single-stage control with Stage I's compute and lr is run here too "
+             "(epochs x scans / a fold's one-setting photos), so a gap can be read without any Stage I. The last "
+             "row is the same recipe trained on the diverse photos.",
     "ceiling": "A small 1D CNN (bench/ceiling.py) trained from scratch on synthetic *signals* drawn like the "
                "competition's, scored on held-out signals. `full:100` is the whole 10 s record at 100 samples/s; "
                "`full:N` resamples to the N samples/s a cache-width ROI crop keeps of a 25 mm/s row; `3x4:N` also "
@@ -1117,14 +1123,24 @@ WHAT = {
 
 def past_invocations(kit: Kit) -> list[str]:
     """The tables pool every result in the work folder, possibly from several invocations (e.g. more seeds later,
-    or two at once): list each finished one, so the report says how its numbers were made."""
+    or two at once): list each one that trained something, so the report says how its numbers were made. Each
+    invocation logs its start and every finished experiment, so one that was stopped by hand is listed too."""
     f = kit.work / "invocations.jsonl"
     if not f.is_file():
         return []
-    runs = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-    return ["- Finished invocations whose results the tables pool:"] + [
-        f"  - `python -m bench.ablation {' '.join(shlex.quote(a) for a in r['argv'])}` — started {r['started']}, "
-        f"{r['wall_min']:.1f} min" for r in runs]
+    runs: dict[str, dict] = {}
+    for i, line in enumerate(f.read_text().splitlines()):
+        if line.strip():
+            r = json.loads(line)
+            runs.setdefault(r.get("id", f"legacy{i}"), {}).update(r)  # later events (progress, end) update the start
+    shown = [r for r in runs.values() if r.get("new_arms", 1)]  # legacy records have no count: shown
+    L = [f"  - `python -m bench.ablation {' '.join(shlex.quote(a) for a in r['argv'])}` — started {r['started']}, "
+         + (f"{r['wall_min']:.1f} min" if r.get("event", "end") == "end" else
+            f"stopped or still running; {r.get('wall_min', 0):.1f} min at its last finished experiment")
+         + (f", {r['new_arms']} new arm results" if "new_arms" in r else "") for r in shown]
+    skipped = len(runs) - len(shown)
+    return (["- Invocations whose results the tables pool:"] + L
+            + ([f"  - and {skipped} that only rewrote this report from existing results"] if skipped else []))
 
 
 def write_report(kit: Kit, path: Path, failures: list[dict], wall: float, argv: list[str]) -> None:
@@ -1196,6 +1212,17 @@ def main(argv: list[str] | None = None) -> Path:
     report = Path(cfg.report) if cfg.report else kit_config.REPO / "reports" / "ablation.md"
     kit.build_data()
     failures: list[dict] = []
+    log = kit.work / "invocations.jsonl"
+    inv = {"id": f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(t0))}-{os.getpid()}", "argv": argv,
+           "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0))}
+    new_arms = 0
+
+    def log_event(event: str) -> None:  # appended, never rewritten: concurrent runs both land, a killed run stays
+        with open(log, "a") as f:
+            f.write(json.dumps({**inv, "event": event, "wall_min": round((time.time() - t0) / 60, 1),
+                                "new_arms": new_arms}) + "\n")
+
+    log_event("start")
     for exp in dict.fromkeys(cfg.experiments):  # in the order given: put what matters most first on a short budget
         for seed in cfg.seeds:
             try:
@@ -1205,16 +1232,17 @@ def main(argv: list[str] | None = None) -> Path:
                 print(f"[ablation] {exp} setup FAILED: {e}\n{traceback.format_exc()}", file=sys.stderr)
                 continue
             for arm, fn in arms:
+                fresh = not result_path(kit, exp, arm, seed).is_file()
                 r = run_arm(kit, exp, arm, seed, fn)
                 if "error" in r:
                     failures.append(r)
                 else:
+                    new_arms += fresh
                     print(f"[ablation] {exp} / {arm} / seed {seed}: hidden-test macro-AUROC {r['test_auroc']:.4f}",
                           flush=True)
+        log_event("progress")
         write_report(kit, report, failures, time.time() - t0, argv)
-    with open(kit.work / "invocations.jsonl", "a") as f:  # appended (not rewritten): concurrent runs both land
-        f.write(json.dumps({"argv": argv, "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)),
-                            "wall_min": round((time.time() - t0) / 60, 1)}) + "\n")
+    log_event("end")
     write_report(kit, report, failures, time.time() - t0, argv)
     print(f"[ablation] report -> {report} ({(time.time() - t0) / 60:.1f} min)")
     return report

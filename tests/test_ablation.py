@@ -1,5 +1,6 @@
 """Smoke test of bench/ablation.py at `tiny` size: every experiment runs one short configuration end to end (one data
 build shared by all, 1 seed, 1 epoch, 32x128 images, a few dozen images) and writes its table into a tmp report."""
+import json
 import re
 
 import numpy as np
@@ -17,7 +18,7 @@ def smoke(tmp_path_factory):
     work = tmp_path_factory.mktemp("ablation")
     report = work / "report" / "ablation.md"
     argv = [f"--workdir={work}", f"--report={report}", "--preset=tiny", "--seeds=0", "--n_folds=3",
-            "--backbones=ecgka_tracenet,convnext_atto", "--fractions=0.2,1.0", "--shift_inits=none,scans",
+            "--backbones=ecgka_tracenet,convnext_atto", "--fractions=0.2,1.0", "--shift_inits=none-matched,scans",
             "--bootstrap=20", "--workers=1"]
     ablation.main(argv)
     return work, report, report.read_text()
@@ -50,7 +51,8 @@ def test_each_experiment_writes_a_numeric_table(smoke, exp):
 def test_report_has_setup_plots_and_commands(smoke):
     work, report, text = smoke
     assert "Machine:" in text and "Wall time" in text and "python -m bench.ablation" in text
-    assert re.search(r"Finished invocations.*\n  - `python -m bench.ablation [^`]*--preset=tiny", text)
+    assert re.search(r"Invocations whose results.*\n  - `python -m bench.ablation [^`]*--preset=tiny[^`]*` — "
+                     r"started .*, [\d.]+ min, \d+ new arm results", text)
     reading = text[text.index("## Reading these results"):]
     assert re.search(r"Best image arm: [01]\.\d{3}", reading)
     assert "signal ceiling in the page's own view (3x4:13)" in reading
@@ -85,6 +87,8 @@ def test_runs_use_the_presets_recipe(smoke):
     s1 = run_config(work, "pretrain", "ecgka_tracenet-trace-scans")
     assert (m["lr"], m["init"] or None) == (s1["lr"], None)
     assert m["epochs"] == 2  # ceil(1 epoch x 24 scans / (25 photos x 2/3: a fold's training part of 3))
+    # ... and in `shift` it counts the one-setting photos it trains on: ceil(24 / (12 x 2/3))
+    assert run_config(work, "train", "ecgka_tracenet-trace-none-matched-narrow-s0")["epochs"] == 3
     cmds = (work / "commands.sh").read_text()
     assert "--strategy=raw" in cmds and "--strategy=full" in cmds
     # every Stage I and II command but the backbone arm's carries the main arch
@@ -106,7 +110,7 @@ def test_vote_uses_all_folds_and_shift_has_a_gap(smoke):
     info = pd.read_json(next((work / "runs" / "train").glob("*-all-s0/sub-abl-comp-hard-fall_info.json")),
                         typ="series")
     assert sorted(info["folds"]) == [0, 1, 2]
-    r = pd.read_json(work / "results" / "shift" / "one_setting__none_s0.json", typ="series")
+    r = pd.read_json(work / "results" / "shift" / "one_setting__none-matched_s0.json", typ="series")
     assert r["gap"] == pytest.approx(r["in_dist"] - r["test_auroc"])
     assert re.search(r"Agreement of the fold models: .* r = -?[01]\.\d{3}", section(smoke[2], "vote"))
 
@@ -135,6 +139,21 @@ def test_finished_arms_are_not_rerun(smoke):
     after = (work / "commands.sh").read_text()
     new = after[len(before):]
     assert "src.train" not in new and "src.pretrain" not in new, new
+    assert "and 1 that only rewrote this report from existing results" in report.read_text()
+
+
+def test_a_stopped_invocation_is_still_listed(tmp_path):
+    # a run stopped by hand never logs "end": its start and last finished experiment must still reach the report
+    kit = ablation.Kit(ablation.parse_args(ablation.AblationConfig, [f"--workdir={tmp_path}", "--preset=tiny"]))
+    ev = {"id": "a", "argv": ["--experiments=backbone"], "started": "2026-12-03 10:00 UTC"}
+    lines = [{**ev, "event": "start", "wall_min": 0.0, "new_arms": 0},
+             {**ev, "event": "progress", "wall_min": 42.5, "new_arms": 3},
+             {"argv": ["--experiments=stages"], "started": "2026-12-01 09:00 UTC", "wall_min": 61.4}]  # old format
+    (tmp_path / "invocations.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    text = "\n".join(ablation.past_invocations(kit))
+    assert "--experiments=backbone` — started 2026-12-03 10:00 UTC, stopped or still running; 42.5 min" in text
+    assert "3 new arm results" in text and "--experiments=stages` — started 2026-12-01 09:00 UTC, 61.4 min" in text
+    assert "only rewrote" not in text
 
 
 def test_fraction_subsets_are_nested_and_keep_fold0(smoke):
