@@ -1194,9 +1194,13 @@ def write_report(kit: Kit, path: Path, failures: list[dict], wall: float, argv: 
         L += ["## ROC curves (seed 0, hidden test set)", "", "![ROC curves](ablation_roc.png)", ""]
     if kit.commands.is_file():
         cmds = kit.commands.read_text().splitlines()
-        uniq = list(dict.fromkeys(cmds))
-        L += ["## Exact commands", "", f"<details><summary>{len(uniq)} distinct stage commands (in order; re-running "
-              "one is a no-op when its output exists)</summary>", "", "```bash", *uniq, "```", "", "</details>", ""]
+        # the work folder as $W: the stages need absolute paths (they join a relative --name under outputs/), and
+        # one variable keeps the commands exact here and portable to another checkout
+        uniq = [c.replace(str(kit.work), "$W") for c in dict.fromkeys(cmds)]
+        L += ["## Exact commands", "", f"<details><summary>{len(uniq)} distinct stage commands (in order, from the "
+              "repository root; re-running one is a no-op when its output exists)</summary>", "", "```bash",
+              f"W={shlex.quote(str(kit.work))}  # the work folder (--workdir, made absolute)", *uniq, "```", "",
+              "</details>", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, "\n".join(L) + "\n")
 

@@ -59,6 +59,9 @@ def test_report_has_setup_plots_and_commands(smoke):
     assert (report.parent / "ablation_fraction.png").stat().st_size > 1000
     assert (report.parent / "ablation_roc.png").stat().st_size > 1000
     assert "python -m src.train" in text and "python -m src.infer" in text and "--vote=rank" in text
+    cmds = text[text.index("## Exact commands"):]
+    assert f"W={work}" in cmds and "--name=$W/runs/train/" in cmds  # one variable for the work folder...
+    assert cmds.count(str(work)) == 1, "...which appears nowhere else"
     paper = table_rows(section(text, "preprocess"))
     assert [r[-1] for r in paper] == ["0.753", "0.868", "0.834", "not in the paper"]  # raw, roi_clahe, full, trace
     verdicts = text[text.index("## Verdicts"):text.index("## Reading these results")]
