@@ -936,6 +936,25 @@ def analysis(kit: Kit, results: dict[str, dict[str, list[dict]]]) -> list[str]:
     st = {(exp, arm): _stat(rs) for exp in results for arm, rs in results[exp].items()}
     m = {k: v[0] for k, v in st.items() if v}
     pts = []
+    bb = {a: m[("backbone", a)] for a in kit.p["backbones"] if ("backbone", a) in m}
+    if len(bb) >= 2:
+        def stage1_val(arch):  # Stage I's best validation macro-AUROC (its own 10 % of the scans)
+            f = kit.work / "runs" / "pretrain" / f"{arch}-{kit.p['strategy']}-scans" / "done.json"
+            return float(json.loads(f.read_text())["best_metric"]) if f.is_file() else math.nan
+        s1 = {a: stage1_val(a) for a in bb}
+        flat = [a for a in bb if s1[a] <= floor]
+        txt = ("**Backbone.** After Stage I -> Stage II: " + ", ".join(
+            f"{a} {v:.3f} (" + (f"its Stage I: {s1[a]:.3f} on held-out scans)" if s1[a] == s1[a] else "no Stage I "
+                                "validation score)") for a, v in sorted(bb.items(), key=lambda t: -t[1])) + ".")
+        if flat:
+            txt += (f" {', '.join(flat)} {'does' if len(flat) == 1 else 'do'} not leave chance even in Stage I: from "
+                    f"random weights, {kit.p['epochs1']} epochs over {kit.p['n_scans']} scans at lr "
+                    f"{kit.p['lr1']:g} do not train {'it' if len(flat) == 1 else 'them'}, so Stage II starts from "
+                    f"noise. The paper's backbones started from ImageNet weights, which this offline run does not "
+                    f"have (the kit loads them from a file the user names: --pretrained). So Table 5 ranks "
+                    f"pretrained models, and this table ranks what each architecture learns from scratch on little "
+                    f"data; a ranking here does not contradict the paper's.")
+        pts.append(txt)
     fr = {a: v for (e, a), v in m.items() if e == "fraction"}
     fracs = sorted({float(a.split("|")[0]) for a in fr})
     none = [fr[f"{f:g}|none"] for f in fracs if f"{f:g}|none" in fr]

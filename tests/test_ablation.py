@@ -56,6 +56,8 @@ def test_report_has_setup_plots_and_commands(smoke):
     reading = text[text.index("## Reading these results"):]
     assert re.search(r"Best image arm: [01]\.\d{3}", reading)
     assert "signal ceiling in the page's own view (3x4:13)" in reading
+    assert re.search(r"\*\*Backbone\.\*\* After Stage I -> Stage II: (ecgka_tracenet|convnext_atto) [01]\.\d{3} \((its "
+                     r"Stage I: [01]\.\d{3} on held-out scans|no Stage I validation score)\)", reading), reading
     assert (report.parent / "ablation_fraction.png").stat().st_size > 1000
     assert (report.parent / "ablation_roc.png").stat().st_size > 1000
     assert "python -m src.train" in text and "python -m src.infer" in text and "--vote=rank" in text
