@@ -45,6 +45,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -975,12 +976,21 @@ def analysis(kit: Kit, results: dict[str, dict[str, list[dict]]]) -> list[str]:
     if ("stages", "none-matched") in m and ("stages", "scans") in m:
         a, b, c = m[("stages", "none-matched")], m[("stages", "scans")], m.get(("stages", "none"), math.nan)
         share = min(1.0, max(0.0, (a - c) / (b - c))) if b > c else math.nan
+        rs_m, rs_s = results["stages"]["none-matched"], results["stages"]["scans"]
+        n = contrast_noise([(rs_s, 1.0), (rs_m, -1.0)])
+        per_seed = ", ".join(f"{r['test_auroc']:.3f}" for r in sorted(rs_m, key=lambda r: r["seed"])
+                             if "error" not in r and r.get("test_auroc") is not None)
         verdict_txt = ("but the Stage I arm does not leave chance either, so the control says nothing at this size"
                        if b <= floor else
                        "so at this size the same compute spent on the target photos is worth as much as Stage I"
                        if a >= b else
                        f"so compute alone closes {share:.0%} of the gap from the fine-tune recipe to Stage I, and "
-                       f"the rest ({b - a:+.3f}) is what the scans teach")
+                       f"the rest ({b - a:+.3f}) is what the scans teach"
+                       if n is None or b - a > 2 * n else
+                       f"compute alone would close {share:.0%} of the gap from the fine-tune recipe to Stage I, but "
+                       f"the rest ({b - a:+.3f}, σ {n:.3f}) is not beyond noise: the control's seeds give {per_seed} "
+                       f"(many epochs at a high lr from random weights land far apart), so whether the scans teach "
+                       f"more than their compute is not settled with these seeds")
         pts.append(f"**Knowledge or compute?** Given Stage I's lr and as many training images as Stage I sees "
                    f"({kit.matched_epochs()} epochs over a fold's photos), single-stage reaches {a:.3f}, against "
                    f"{b:.3f} after Stage I on scans and {c:.3f} with the fine-tune recipe; {verdict_txt}.")
@@ -1214,8 +1224,13 @@ def write_report(kit: Kit, path: Path, failures: list[dict], wall: float, argv: 
     if kit.commands.is_file():
         cmds = kit.commands.read_text().splitlines()
         # the work folder as $W: the stages need absolute paths (they join a relative --name under outputs/), and
-        # one variable keeps the commands exact here and portable to another checkout
-        uniq = [c.replace(str(kit.work), "$W") for c in dict.fromkeys(cmds)]
+        # one variable keeps the commands exact here and portable to another checkout. A log begun by an older
+        # runner may hold it relative to the repository: that form maps to $W too, so no command appears twice.
+        forms = [re.escape(str(kit.work))]
+        if kit.work.is_relative_to(kit_config.REPO):
+            forms.append(re.escape(str(kit.work.relative_to(kit_config.REPO))))
+        work_re = re.compile(r"(?<![\w/.])(?:" + "|".join(forms) + r")(?![\w.-])")
+        uniq = list(dict.fromkeys(work_re.sub("$W", c) for c in cmds))
         L += ["## Exact commands", "", f"<details><summary>{len(uniq)} distinct stage commands (in order, from the "
               "repository root; re-running one is a no-op when its output exists)</summary>", "", "```bash",
               f"W={shlex.quote(str(kit.work))}  # the work folder (--workdir, made absolute)", *uniq, "```", "",
