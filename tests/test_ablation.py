@@ -117,6 +117,12 @@ def test_vote_uses_all_folds_and_shift_has_a_gap(smoke):
     assert sorted(info["folds"]) == [0, 1, 2]
     r = pd.read_json(work / "results" / "shift" / "one_setting__none-matched_s0.json", typ="series")
     assert r["gap"] == pytest.approx(r["in_dist"] - r["test_auroc"])
+    # both scored submissions are kept, so the gap contrast can be bootstrapped on each test set
+    assert pd.read_csv(r["in_dist_submission"]).shape[0] == pd.read_csv(r["in_dist_solution"]).shape[0] == 16
+    assert pd.read_csv(r["submission"]).shape[0] == pd.read_csv(r["solution"]).shape[0] == 20
+    assert re.search(r"\| Stage I on diverse scans shrinks the single-source gap .*\| "
+                     r"(gap [+-]\d\.\d{3} -> [+-]\d\.\d{3} \(Δ [+-]\d\.\d{3}, σ \d\.\d{3}\) \| "
+                     r"(reproduces|does not|not resolved)|.* untestable: an arm)", smoke[2])
     assert re.search(r"Agreement of the fold models: .* r = -?[01]\.\d{3}", section(smoke[2], "vote"))
 
 
@@ -210,3 +216,14 @@ def test_paired_bootstrap_auroc_matches_sklearn_and_cancels_what_arms_share(tmp_
     sd = ablation.paired_sd([(a, 1.0), (c, -1.0)])
     assert 0.0 < sd < 0.1
     assert ablation.paired_sd([(a, 1.0), (arm("d", p, seed=5), -1.0)]) is None  # no seed in common
+
+    def shift_arm(name, p_in, p_out):  # scored on a one-setting test (here: the same labels) and on the diverse one
+        inside = arm(f"{name}_in", p_in)[0]["submission"]
+        return [{**arm(f"{name}_out", p_out)[0], "gap": 0.1, "in_dist_submission": inside,
+                 "in_dist_solution": str(sol)}]
+
+    g1, g2 = shift_arm("g1", p, p), shift_arm("g2", p + 0.001, p + 0.002)
+    assert ablation.gap_contrast_noise(g1, g2) == pytest.approx(0.0, abs=1e-12)  # same rankings on both test sets
+    g3 = shift_arm("g3", rng.random(y.shape), rng.random(y.shape))
+    ood = ablation.paired_sd([(g1, 1.0), (g3, -1.0)])
+    assert ablation.gap_contrast_noise(g1, g3) > ood > 0.0  # the one-setting test set's noise adds to the diverse one
