@@ -825,13 +825,17 @@ def contrast_noise(terms: list[tuple[list[dict], float]], key: str = "test_auroc
     """σ of a contrast: the paired test-set bootstrap sd combined with the sd over seeds of the per-seed contrast
     (not divided by √seeds: Stage I is shared by all seeds, so the seed spread stands in for training noise)."""
     tb = paired_sd(terms) if key == "test_auroc" else None
-    if tb is None:
-        return None
+    return None if tb is None else math.hypot(tb, seed_contrast_sd(terms, key))
+
+
+def seed_contrast_sd(terms: list[tuple[list[dict], float]], key: str) -> float:
+    """sd over the seeds the arms share of the per-seed contrast (sum of weight x the arm's `key`); 0 with one."""
     seeds = set.intersection(*[{r["seed"] for r in rs if "error" not in r and r.get(key) is not None}
                                for rs, _ in terms])
-    per_seed = [sum(w * next(float(r[key]) for r in rs if r["seed"] == s and "error" not in r) for rs, w in terms)
-                for s in sorted(seeds)]
-    return math.hypot(tb, float(np.std(per_seed, ddof=1))) if len(per_seed) > 1 else tb
+    def value(rs, seed):
+        return next(float(r[key]) for r in rs if r["seed"] == seed and "error" not in r and r.get(key) is not None)
+    per_seed = [sum(w * value(rs, s) for rs, w in terms) for s in sorted(seeds)]
+    return float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0
 
 
 def gap_contrast_noise(a: list[dict], b: list[dict]) -> float | None:
@@ -843,10 +847,7 @@ def gap_contrast_noise(a: list[dict], b: list[dict]) -> float | None:
     ind, ood = paired_sd([(in_dist(a), 1.0), (in_dist(b), -1.0)]), paired_sd([(a, 1.0), (b, -1.0)])
     if ind is None or ood is None:
         return None
-    gap = {s: {r["seed"]: float(r["gap"]) for r in rs if "error" not in r and r.get("gap") is not None}
-           for s, rs in (("a", a), ("b", b))}
-    diffs = [gap["a"][k] - gap["b"][k] for k in sorted(set(gap["a"]) & set(gap["b"]))]
-    return math.sqrt(ind ** 2 + ood ** 2 + (float(np.var(diffs, ddof=1)) if len(diffs) > 1 else 0.0))
+    return math.sqrt(ind ** 2 + ood ** 2 + seed_contrast_sd([(a, 1.0), (b, -1.0)], "gap") ** 2)
 
 
 def verdict(diff: float, noise: float) -> str:
