@@ -57,6 +57,22 @@ def paths() -> Paths:
     return Paths((REPO / "input",), REPO / "input", REPO / "outputs", REPO / "submissions")
 
 
+# Kaggle mounts an attached source at /kaggle/input/<slug>, and newer notebooks also at
+# /kaggle/input/competitions/<slug>, /kaggle/input/datasets/<owner>/<slug> or /kaggle/input/notebooks/<owner>/<slug>;
+# which one has changed over time, so a slug is looked for one and two folders further down too.
+KAGGLE_MOUNT_PATTERNS = ("*", "*/*")
+
+
+def _input_candidates(rel: Path) -> list[Path]:
+    """Where `rel` (a slug, or slug/sub/path) may live: each read root, then on Kaggle the nested mounts."""
+    out = [d / rel for d in paths().read_inputs]
+    if on_kaggle():
+        mounts = paths().read_inputs[-1]  # /kaggle/input
+        for pat in KAGGLE_MOUNT_PATTERNS:
+            out += sorted(m / rel.relative_to(rel.parts[0]) for m in mounts.glob(f"{pat}/{rel.parts[0]}"))
+    return out
+
+
 def find_input(name: str | Path) -> Path:
     """A dataset folder by slug (`ecg-synth-comp`) or by path. Raises with the places searched."""
     p = Path(name)
@@ -64,14 +80,38 @@ def find_input(name: str | Path) -> Path:
         if not p.exists():
             raise FileNotFoundError(f"{p} does not exist")
         return p.resolve()
-    tried = [d / p for d in paths().read_inputs]
-    for t in tried:
+    for t in (_input_candidates(p) if p.parts else []):
         if t.exists():
             return t
+    tried = [d / p for d in paths().read_inputs]
+    if on_kaggle():
+        tried += [paths().read_inputs[-1] / pat / p for pat in KAGGLE_MOUNT_PATTERNS]
     raise FileNotFoundError(
         f"dataset '{name}' not found; looked in: {', '.join(map(str, tried))}. "
         f"Build the synthetic one with `python -m src.make_data --preset demo`, or download real data "
         f"with `python -m src.download ...` (see README 'Real data').")
+
+
+def find_inputs(pattern: str) -> list[Path]:
+    """Every existing path matching a glob `pattern` (e.g. `*/outputs/train/stage2`), as a path or under the input
+    roots (Kaggle's nested mounts included), without duplicates; [] when none matches."""
+    p = Path(pattern)
+    if p.is_absolute():
+        hits = sorted(Path(p.anchor).glob(str(p.relative_to(p.anchor))))
+    else:
+        bases = [Path(), *paths().read_inputs]
+        pats = [pattern] * len(bases)
+        if on_kaggle():
+            bases += [paths().read_inputs[-1]] * len(KAGGLE_MOUNT_PATTERNS)
+            pats += [f"{pat}/{pattern}" for pat in KAGGLE_MOUNT_PATTERNS]
+        hits = [h for base, pat in zip(bases, pats) for h in sorted(base.glob(pat))]
+    seen, out = set(), []
+    for h in hits:
+        key = h.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(h)
+    return out
 
 
 def run_dir(stage: str, name: str) -> Path:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .config import LABELS, find_input, parse_args, paths
+from .sources import competition_columns
 from .utils import write_csv
 
 
@@ -109,11 +110,16 @@ def main(argv: list[str] | None = None) -> Path:
         src = find_input(cfg.train_csv)  # a path, or <competition slug>/train.csv under the input roots
     except FileNotFoundError as e:
         raise SystemExit(f"--train_csv: {e}") from None
-    df = pd.read_csv(src, dtype={"id": str})
-    folds = make_folds(df, cfg.n_folds, cfg.seed, cfg.group_col or None)
+    id_col, label_cols = competition_columns(src)  # named by sample_submission.csv when it is beside train.csv
+    df = pd.read_csv(src, dtype={id_col: str})
+    if id_col not in df.columns:
+        raise SystemExit(f"{src}: no id column {id_col!r} (the first column of sample_submission.csv); it has "
+                         f"{list(df.columns)}")
+    df = df.rename(columns={id_col: "id"})
+    folds = make_folds(df, cfg.n_folds, cfg.seed, cfg.group_col or None, label_cols or None)
     out = Path(cfg.out) if cfg.out else default_folds_path(src)
 
-    print(prevalence_table(df, folds).to_string(index=False))
+    print(prevalence_table(df, folds, label_cols or None).to_string(index=False))
     if out.exists():
         old = read_folds(out)
         same = old.sort_values("id").reset_index(drop=True).equals(folds.sort_values("id").reset_index(drop=True))

@@ -57,6 +57,7 @@ import pandas as pd
 
 from .config import config_dict, find_input, parse_args, paths
 from .roi import IMAGE_EXTS, downscale, detect_roi_info, paper_mask
+from .sources import competition_columns
 from .utils import atomic_path, imread, imwrite, parallel_map, write_csv, write_text
 
 STRATEGIES = ("raw", "roi_clahe", "full", "trace")
@@ -630,10 +631,12 @@ def resolve_sources(src: str | Path) -> pd.DataFrame:
     if src.is_file() and src.suffix.lower() in IMAGE_EXTS:
         return pd.DataFrame({"id": [src.stem], "path": [str(src)]})
     if src.is_file() and src.suffix.lower() == ".csv":
-        df = pd.read_csv(src, dtype={"id": str})
-        if "id" not in df.columns:
-            raise SystemExit(f"{src}: a source CSV needs an 'id' column (and 'path', or images in "
+        id_col = competition_columns(src)[0]  # sample_submission.csv's first column when it is beside
+        df = pd.read_csv(src, dtype={id_col: str})
+        if id_col not in df.columns:
+            raise SystemExit(f"{src}: a source CSV needs an {id_col!r} column (and 'path', or images in "
                              f"{src.with_suffix('')})")
+        df = df.rename(columns={id_col: "id"})
         if "path" in df.columns:
             paths_ = [p if Path(p).is_absolute() else str(src.parent / p) for p in df["path"].astype(str)]
         else:

@@ -191,6 +191,20 @@ def image_index(folder: Path) -> dict[str, Path]:
     return index
 
 
+def competition_columns(table: str | Path) -> tuple[str, list[str]]:
+    """(id column, label columns) of a competition table: sample_submission.csv's header when it lies beside `table`
+    (its first column is the id, the rest the labels, whatever they are called), else `id` and the LABELS present."""
+    table = Path(table)
+    sample = table if table.name == "sample_submission.csv" else table.parent / "sample_submission.csv"
+    if sample.is_file():
+        header = list(pd.read_csv(sample, nrows=0).columns)
+        if len(header) < 2:
+            raise ValueError(f"{sample}: needs an id column and at least one label column, found {header}")
+        return header[0], header[1:]
+    cols = list(pd.read_csv(table, nrows=0).columns) if table.is_file() else []
+    return "id", [c for c in LABELS if c in cols]
+
+
 def read_competition(root: str | Path = DEFAULT_ROOTS["bhf"], verify: bool = False, workers: int = 0
                      ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(train_df, test_df, label_columns) from `<root>/{train.csv, sample_submission.csv, train/, test/}`.
@@ -207,10 +221,7 @@ def read_competition(root: str | Path = DEFAULT_ROOTS["bhf"], verify: bool = Fal
         if not p.is_file():
             raise FileNotFoundError(f"{p} not found: {root} is not a complete competition folder (expected train.csv, "
                                     f"sample_submission.csv, train/, test/). {fix}")
-    header = list(pd.read_csv(sub_path, nrows=0).columns)
-    if len(header) < 2:
-        raise ValueError(f"{sub_path}: needs an id column and at least one label column, found {header}")
-    id_col, label_cols = header[0], header[1:]
+    id_col, label_cols = competition_columns(sub_path)
     sub = pd.read_csv(sub_path, dtype={id_col: str})  # ids as text: keeps leading zeros of "00042"
     train = pd.read_csv(train_path, dtype={id_col: str})
     missing = [c for c in [id_col, *label_cols] if c not in train.columns]

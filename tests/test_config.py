@@ -71,6 +71,28 @@ def test_paths_local_and_simulated_kaggle(monkeypatch, tmp_path):
         config.find_input("missing-set")
 
 
+def test_kaggle_nested_mounts_are_found(monkeypatch, tmp_path):
+    """Kaggle mounts sources at /kaggle/input/<slug> or one/two folders deeper (competitions/<slug>,
+    datasets/<owner>/<slug>); a slug and a glob find both, the direct mount first."""
+    monkeypatch.setenv("ECGKA_KAGGLE_ROOT", str(tmp_path))
+    comp = tmp_path / "input" / "competitions" / "some-comp"
+    (comp / "test").mkdir(parents=True)
+    assert config.find_input("some-comp") == comp
+    assert config.find_input("some-comp/test") == comp / "test"
+    nb = tmp_path / "input" / "notebooks" / "me" / "stage2-b" / "outputs" / "train" / "stage2"
+    nb.mkdir(parents=True)
+    direct = tmp_path / "input" / "stage2-a" / "outputs" / "train" / "stage2"
+    direct.mkdir(parents=True)
+    assert config.find_inputs("*/outputs/train/stage2") == [direct, nb]
+    assert config.find_inputs("nothing-*/x") == []
+    with pytest.raises(FileNotFoundError, match="competitions|\\*"):
+        config.find_input("other-comp")
+    monkeypatch.delenv("ECGKA_KAGGLE_ROOT")
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    with pytest.raises(FileNotFoundError):  # locally, nothing is searched below the input roots
+        config.find_input("competitions-only-on-kaggle")
+
+
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "a.txt"
     utils.write_text(target, "old")

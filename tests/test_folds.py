@@ -85,3 +85,22 @@ def test_default_path_is_under_input_not_competition(tmp_path, monkeypatch):
     assert out == default_folds_path(comp / "train.csv")
     assert out == tmp_path / "kaggle" / "working" / "input" / "bhf-comp-folds" / "folds.csv"
     assert out.exists() and not (comp / "folds.csv").exists()
+
+
+def test_cli_reads_id_and_label_columns_from_sample_submission(tmp_path):
+    """A competition whose id column is not called `id` and whose labels are named by sample_submission.csv."""
+    comp = tmp_path / "comp"
+    comp.mkdir()
+    t = _table(80).rename(columns={"id": "ecg_id", "AF": "afib"}).drop(columns=["STTC"])
+    t.to_csv(comp / "train.csv", index=False)
+    pd.DataFrame(columns=["ecg_id", "MI", "afib", "HYP", "CD"]).to_csv(comp / "sample_submission.csv", index=False)
+    out = main([f"--train_csv={comp / 'train.csv'}", f"--out={tmp_path / 'f.csv'}"])
+    f = read_folds(out)
+    assert list(f["id"]) == t["ecg_id"].tolist()
+    # the split stratifies on sample_submission's labels (afib is not one of LABELS)
+    named = t.rename(columns={"ecg_id": "id"})
+    assert f["fold"].tolist() == make_folds(named, 5, 42, "patient_id", ["MI", "afib", "HYP", "CD"])["fold"].tolist()
+    assert f["fold"].tolist() != make_folds(named, 5, 42, "patient_id")["fold"].tolist()
+    pd.DataFrame(columns=["record", "MI"]).to_csv(comp / "sample_submission.csv", index=False)
+    with pytest.raises(SystemExit, match="no id column 'record'"):
+        main([f"--train_csv={comp / 'train.csv'}", f"--out={tmp_path / 'g.csv'}"])

@@ -292,5 +292,12 @@ def test_sources(tmp_path, photos):
     pd.DataFrame({"id": ["t1"], "MI": [1]}).to_csv(comp / "train.csv", index=False)
     assert sorted(resolve_sources(comp)["id"]) == ["t1", "u1"]  # competition root: train/ and test/
     assert list(resolve_sources(comp / "train.csv")["id"]) == ["t1"]  # CSV with images in train/
+    # the id column is sample_submission.csv's first column, whatever its name
+    pd.DataFrame({"record": ["t1"], "MI": [1]}).to_csv(comp / "train.csv", index=False)
+    pd.DataFrame({"record": ["u1"], "MI": [0.5]}).to_csv(comp / "sample_submission.csv", index=False)
+    assert list(resolve_sources(comp / "train.csv")["id"]) == ["t1"]
+    pd.DataFrame({"id": ["t1"], "MI": [1]}).to_csv(comp / "train.csv", index=False)
+    with pytest.raises(SystemExit, match="'record' column"):
+        resolve_sources(comp / "train.csv")
     with pytest.raises(SystemExit, match="no images"):
         resolve_sources(tmp_path / "comp" / "..")
