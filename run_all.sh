@@ -77,7 +77,6 @@ COMP=${COMP:-$SYNTH-comp}          # competition folder under input/ (see README
 SCANS=${SCANS:-$SYNTH-scans}       # Stage I scan-like set (images/ + labels.csv)
 ROISET=${ROISET:-$SYNTH-roi}       # YOLO set for the ROI detector
 SEED=${SEED:-0}
-NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
 IN=input; OUT=outputs
 step() { echo; echo "=== [run_all] $*"; }
 py() { "$PY" -m "$@"; }
@@ -108,15 +107,14 @@ step "preprocess ($STRATEGY) -> $C1, $C2"
 py src.preprocess --src="$IN/$COMP/train.csv" --dst="$C1" --strategy="$STRATEGY" --size="$SIZE" --roi_weights="$ROI_W"
 py src.preprocess --src="$IN/$SCANS/images" --dst="$C2" --strategy="$STRATEGY" --size="$SIZE" --roi_weights="$ROI_W"
 
-# 5. Stage I: morphology from scan-like images.
-LAUNCH=(-m); [[ "$NGPU" -gt 1 ]] && LAUNCH=(-m torch.distributed.run --standalone --nproc_per_node="$NGPU" -m)
+# 5. Stage I: morphology from scan-like images (src.launch: torchrun on every GPU when there are two or more).
 step "Stage I -> $OUT/pretrain/$RUN-stage1"
-"$PY" "${LAUNCH[@]}" src.pretrain --sources="$C2:$IN/$SCANS/labels.csv" --arch="$ARCH" --lr="$LR1" \
+py src.launch src.pretrain --sources="$C2:$IN/$SCANS/labels.csv" --arch="$ARCH" --lr="$LR1" \
   --aug="$AUG" --epochs="$EPOCHS1" --batch_size="$BATCH" --name="$RUN-stage1" --resume
 
 # 6. Stage II: 5 folds on the competition photos, from the Stage I weights.
 step "Stage II -> $OUT/train/$RUN-stage2"
-"$PY" "${LAUNCH[@]}" src.train --fold=all --cache="$C1" --train_csv="$IN/$COMP/train.csv" \
+py src.launch src.train --fold=all --cache="$C1" --train_csv="$IN/$COMP/train.csv" \
   --folds_csv="$IN/$COMP-folds/folds.csv" --init="$OUT/pretrain/$RUN-stage1/best.pt" --arch="$ARCH" --lr="$LR2" \
   --aug="$AUG" --epochs="$EPOCHS2" --batch_size="$BATCH" --name="$RUN-stage2" --resume
 

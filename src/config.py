@@ -66,7 +66,7 @@ KAGGLE_MOUNT_PATTERNS = ("*", "*/*")
 def _input_candidates(rel: Path) -> list[Path]:
     """Where `rel` (a slug, or slug/sub/path) may live: each read root, then on Kaggle the nested mounts."""
     out = [d / rel for d in paths().read_inputs]
-    if on_kaggle():
+    if on_kaggle() and not any(c in str(rel) for c in "*?["):  # a pattern is for find_inputs
         mounts = paths().read_inputs[-1]  # /kaggle/input
         for pat in KAGGLE_MOUNT_PATTERNS:
             out += sorted(m / rel.relative_to(rel.parts[0]) for m in mounts.glob(f"{pat}/{rel.parts[0]}"))

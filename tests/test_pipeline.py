@@ -1,7 +1,9 @@
 """Whole-kit smoke tests: `DEBUG=1 ./run_all.sh` end to end, and the three Kaggle kernels with Kaggle's paths
 simulated (ECGKA_KAGGLE_ROOT) on tiny data. Both run in a throwaway copy of the tracked files, so a developer's
 input/ and outputs/ are never touched; the copy shares this checkout's .venv."""
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,32 +61,94 @@ def test_run_all_debug_end_to_end(tmp_path):
     assert pd.read_csv(sub, dtype={"id": str}).equals(got)
 
 
-def test_kaggle_kernels_with_simulated_paths(tmp_path):
+def _tree(root: Path) -> dict:
+    """{relative path: (size, mtime_ns)} of every file under root: a read-only mount must not change. Ultralytics'
+    label caches (labels/*.cache) are left out: it writes them beside a dataset only where the folder is writable (as
+    root here everything is) and skips them with a warning on Kaggle's read-only mounts."""
+    return {str(f.relative_to(root)): (f.stat().st_size, f.stat().st_mtime_ns) for f in root.rglob("*")
+            if f.is_file() and not (f.suffix == ".cache" and f.parent.parent.name.endswith("-roi"))}
+
+
+def _offline_prefix() -> list[str]:
+    """`unshare -n` (a private network namespace, no network at all) where this machine allows it."""
+    ok = shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+    return ["unshare", "-n"] if ok else []
+
+
+def test_kaggle_kernels_over_versions(tmp_path):
+    """The three kernels as Kaggle runs them: every version of a notebook starts in an empty /kaggle/working, and what
+    it left there is mounted read-only as /kaggle/input/<slug> for later versions and other notebooks. Stage I takes
+    two versions (one epoch each, resumed), Stage II trains folds 0-2 in one version and 3-4 in the next, a fork's
+    output holds folds 0-2 again, and inference (network off) gathers the folds of every attached Stage II output."""
     repo = _copy_of_repo(tmp_path / "kit")
     kaggle = tmp_path / "kaggle"
-    work = kaggle / "working"
-    work.mkdir(parents=True)
-
-    def run(*args, **env):
-        r = subprocess.run([sys.executable, *args], cwd=work, env=_env(ECGKA_KAGGLE_ROOT=str(kaggle), **env),
-                           capture_output=True, text=True, timeout=900)
-        assert r.returncode == 0, " ".join(args) + "\n" + r.stdout[-4000:] + r.stderr[-4000:]
-        return r
-
+    inp, work = kaggle / "input", kaggle / "working"
     # What a user uploads: the bundle (source only here; the venv already holds the wheels) and the datasets.
-    subprocess.run([sys.executable, "-m", "src.bundle", "--wheels=false", f"--out={kaggle}/input/ecgka-bundle"],
+    subprocess.run([sys.executable, "-m", "src.bundle", "--wheels=false", f"--out={inp}/ecgka-bundle"],
                    cwd=repo, env=_env(), check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "src.make_data", "--preset=tiny", f"--root={kaggle}/input", "--n_train=30",
+    subprocess.run([sys.executable, "-m", "src.make_data", "--preset=tiny", f"--root={inp}", "--n_train=30",
                     "--n_test=10", "--n_scans=24", "--n_roi=12"], cwd=repo, env=_env(), check=True,
                    capture_output=True)
-    small = dict(ECGKA_BUNDLE=str(kaggle / "input/ecgka-bundle"), ECGKA_ARCH="convnext_atto", ECGKA_SIZE="64,128",
-                 ECGKA_EPOCHS="1", ECGKA_ROI_EPOCHS="1", ECGKA_ROI_IMGSZ="128", ECGKA_COMP="ecg-synth-comp",
-                 ECGKA_EXTRA="--batch_size=8")
-    run(str(repo / "kernels/stage1/kernel.py"), **small)
-    assert (work / "outputs/pretrain/stage1/best.pt").exists()
-    # Kaggle mounts a finished notebook's /kaggle/working as /kaggle/input/<kernel slug>
-    (kaggle / "input/ecgka-stage1").symlink_to(work)
-    run(str(repo / "kernels/stage2/kernel.py"), **small)
-    (kaggle / "input/ecgka-stage2").symlink_to(work)
-    run(str(repo / "kernels/infer/kernel.py"), **small)
-    _score_ok(work / "submission.csv", kaggle / "input/ecg-synth-comp-solution/solution.csv", repo)
+    (inp / "competitions").mkdir()
+    shutil.move(inp / "ecg-synth-comp", inp / "competitions" / "ecg-synth-comp")  # newer images mount it here
+    small = dict(ECGKA_BUNDLE=str(inp / "ecgka-bundle"), ECGKA_ARCH="convnext_atto", ECGKA_SIZE="64,128",
+                 ECGKA_ROI_EPOCHS="1", ECGKA_ROI_IMGSZ="128", ECGKA_COMP="ecg-synth-comp", ECGKA_PRETRAINED="",
+                 ECGKA_BATCH="8")
+
+    def version(kernel: str, slug: str, offline: bool = False, **env) -> str:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir()
+        before = _tree(inp)
+        cmd = (_offline_prefix() if offline else []) + [sys.executable, str(repo / f"kernels/{kernel}/kernel.py")]
+        r = subprocess.run(cmd, cwd=work, env=_env(ECGKA_KAGGLE_ROOT=str(kaggle), **small, **env),
+                           capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, f"{kernel} {env}\n" + r.stdout[-4000:] + r.stderr[-4000:]
+        assert _tree(inp) == before, f"{kernel} wrote under /kaggle/input"
+        if slug:  # the saved version's output replaces the previous one under /kaggle/input/<slug>
+            shutil.rmtree(inp / slug, ignore_errors=True)
+            shutil.copytree(work, inp / slug)
+        return r.stdout + r.stderr
+
+    s1 = inp / "ecgka-stage1/outputs/pretrain/stage1"
+    version("stage1", "ecgka-stage1", ECGKA_EPOCHS="2", ECGKA_SESSION_EPOCHS="1")
+    assert (s1 / "last.pt").exists() and not (s1 / "done.json").exists()  # the session ended after one epoch
+    log = version("stage1", "ecgka-stage1", ECGKA_EPOCHS="2", ECGKA_SESSION_EPOCHS="1")
+    assert "resumed" in log and "[roi] best.pt" not in log  # the detector is kept, Stage I continues
+    assert (s1 / "done.json").exists() and len(pd.read_csv(s1 / "log.csv")) == 2
+
+    s2 = inp / "ecgka-stage2/outputs/train/stage2"
+    version("stage2", "ecgka-stage2", ECGKA_EPOCHS="1", ECGKA_FOLD="0,1,2")
+    assert sorted(d.name for d in s2.glob("fold*")) == ["fold0", "fold1", "fold2"]
+    fork = inp / "notebooks" / "me" / "ecgka-stage2-fork"  # a fork of the notebook that trained folds 0-2
+    shutil.copytree(inp / "ecgka-stage2", fork)
+    first = {k: (s2 / f"fold{k}/best.pt").read_bytes() for k in range(3)}
+    version("stage2", "ecgka-stage2", ECGKA_EPOCHS="1", ECGKA_FOLD="3,4")
+    assert all((s2 / f"fold{k}/best.pt").read_bytes() == first[k] for k in range(3))  # kept, not retrained
+    assert all((s2 / f"fold{k}/best.pt").exists() for k in (3, 4))
+
+    version("infer", "", offline=True)
+    info = json.loads((work / "submission_info.json").read_text())
+    assert info["folds"] == [0, 1, 2, 3, 4]
+    _score_ok(work / "submission.csv", inp / "ecg-synth-comp-solution/solution.csv", repo)
+
+
+def test_kernel_metadata_is_complete():
+    """Each kernel's metadata names its code file, a 2x T4 machine, internet only where weights are downloaded, and
+    every source its code reads by default."""
+    import re
+    for kernel, internet in (("stage1", True), ("stage2", False), ("infer", False)):
+        folder = REPO / "kernels" / kernel
+        meta = json.loads((folder / "kernel-metadata.json").read_text())
+        code = (folder / meta["code_file"]).read_text()
+        assert meta["kernel_type"] == "script" and meta["language"] == "python"
+        assert meta["enable_gpu"] and meta["machine_shape"] == "NvidiaTeslaT4"
+        assert meta["enable_internet"] is internet, kernel
+        assert meta["id"].endswith("/ecgka-" + kernel)
+        sources = [s.split("/")[-1] for s in meta["dataset_sources"] + meta["kernel_sources"]]
+        sources += meta["competition_sources"]
+        defaults = dict(re.findall(r'E\("ECGKA_(\w+)", "([^"]*)"\)', code))
+        assert "ecgka-bundle" in sources
+        for key in ("COMP", "SCANS", "ROI", "STAGE1"):
+            if key in defaults:
+                assert defaults[key].split("/")[0] in sources, (kernel, key, defaults[key])

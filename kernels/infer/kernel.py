@@ -1,9 +1,10 @@
-"""Kaggle kernel, inference: preprocess the test photos exactly as training did, hard-vote the five fold models
+"""Kaggle kernel, inference: preprocess the test photos exactly as training did, hard-vote every fold model found
 (ties ordered by their mean probability), write /kaggle/working/submission.csv. Runs with the internet off (code
 competitions).
 
-Attach: `ecgka-bundle`, the competition, and the Stage II output (`ecgka-stage2`); its run folder carries the
-preprocessing config and the ROI weights, so nothing else is needed.
+Attach: `ecgka-bundle`, the competition, and every Stage II output whose folds should vote (one notebook that trained
+all five folds, or several that trained some each); their run folders carry the preprocessing config and the ROI
+weights, so nothing else is needed. A fold found in two outputs must be the same file.
 """
 import os
 import subprocess
@@ -12,10 +13,10 @@ import sys
 E = os.environ.get
 KIT = os.path.join(E("ECGKA_BUNDLE", "/kaggle/input/ecgka-bundle"), "ecgka")  # the bundle's copy of the kit
 COMP = E("ECGKA_COMP", "bhf-data-science-centre-ecg-challenge")  # dataset slugs resolve under /kaggle/input
-RUN = E("ECGKA_RUN", "ecgka-stage2/outputs/train/stage2")
+RUN = E("ECGKA_RUN", "*/outputs/train/stage2")  # Stage II run folders: a comma list, globs over the attached inputs
 
 
-def kit(*args):  # one `python -m src.<stage>` of the kit, run from /kaggle/working
+def kit(*args):  # one `python -m <module>` of the kit, run from /kaggle/working
     subprocess.run([sys.executable, "-m", *args], env={**os.environ, "PYTHONPATH": KIT}, check=True)
 
 
