@@ -81,6 +81,10 @@ IN=input; OUT=outputs
 step() { echo; echo "=== [run_all] $*"; }
 py() { "$PY" -m "$@"; }
 
+# 0. The competition's tables, checked in seconds before anything long (every problem listed at once; a synthetic
+#    competition that is not built yet is checked by step 2).
+[[ -f "$IN/$COMP/train.csv" ]] && { step "check $IN/$COMP"; py src.check --comp="$IN/$COMP"; }
+
 # 1. Data: the synthetic Stage I scans and ROI set always; the synthetic competition unless a real one is used.
 step "data: synthetic preset=$PRESET -> $IN/$SYNTH-*"
 NOCOMP=(); [[ "$COMP" != "$SYNTH-comp" ]] && NOCOMP=(--n_train=0 --n_test=0)

@@ -131,10 +131,17 @@ def field_comments(cls) -> dict[str, str]:
             src = inspect.getsource(klass)
         except (OSError, TypeError):
             continue
+        last = None  # a comment alone on the lines below a field continues that field's comment
         for line in src.splitlines():
             m = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.*)$", line)
+            cont = re.match(r"\s+#\s*(.*)$", line)
             if m:
-                out[m.group(1)] = m.group(2).strip()
+                last = m.group(1)
+                out[last] = m.group(2).strip()
+            elif cont and last:
+                out[last] += " " + cont.group(1).strip()
+            else:
+                last = None
     return out
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .config import LABELS, find_input, parse_args, paths
-from .sources import competition_columns
+from .sources import competition_columns, require_valid_competition
 from .utils import write_csv
 
 
@@ -110,12 +110,18 @@ def main(argv: list[str] | None = None) -> Path:
         src = find_input(cfg.train_csv)  # a path, or <competition slug>/train.csv under the input roots
     except FileNotFoundError as e:
         raise SystemExit(f"--train_csv: {e}") from None
+    if (src.parent / "sample_submission.csv").is_file():  # a competition folder: all its problems at once, now
+        require_valid_competition(src.parent, "folds")
     id_col, label_cols = competition_columns(src)  # named by sample_submission.csv when it is beside train.csv
     df = pd.read_csv(src, dtype={id_col: str})
     if id_col not in df.columns:
         raise SystemExit(f"{src}: no id column {id_col!r} (the first column of sample_submission.csv); it has "
                          f"{list(df.columns)}")
     df = df.rename(columns={id_col: "id"})
+    for c in label_cols:
+        v = pd.to_numeric(df[c], errors="coerce")
+        if (v.notna() != df[c].notna()).any() or not set(v.dropna().unique()) <= {0, 1}:
+            raise SystemExit(f"{src}: column {c} must hold 0, 1 or blank; found {sorted(set(df[c].dropna()))[:5]}")
     folds = make_folds(df, cfg.n_folds, cfg.seed, cfg.group_col or None, label_cols or None)
     out = Path(cfg.out) if cfg.out else default_folds_path(src)
 

@@ -57,7 +57,7 @@ import pandas as pd
 
 from .config import config_dict, find_input, parse_args, paths
 from .roi import IMAGE_EXTS, downscale, detect_roi_info, paper_mask
-from .sources import competition_columns
+from .sources import competition_columns, require_valid_competition
 from .utils import atomic_path, imread, imwrite, parallel_map, write_csv, write_text
 
 STRATEGIES = ("raw", "roi_clahe", "full", "trace")
@@ -630,6 +630,8 @@ def resolve_sources(src: str | Path) -> pd.DataFrame:
         raise SystemExit(f"--src: {e}") from None
     if src.is_file() and src.suffix.lower() in IMAGE_EXTS:
         return pd.DataFrame({"id": [src.stem], "path": [str(src)]})
+    if (src.parent if src.is_file() else src).joinpath("sample_submission.csv").is_file():
+        require_valid_competition(src.parent if src.is_file() else src, "preprocess")  # every table problem, now
     if src.is_file() and src.suffix.lower() == ".csv":
         id_col = competition_columns(src)[0]  # sample_submission.csv's first column when it is beside
         df = pd.read_csv(src, dtype={id_col: str})
@@ -641,12 +643,12 @@ def resolve_sources(src: str | Path) -> pd.DataFrame:
             paths_ = [p if Path(p).is_absolute() else str(src.parent / p) for p in df["path"].astype(str)]
         else:
             folder = src.with_suffix("")
-            found = {p.stem: p for p in _images_in(folder)} if folder.is_dir() else {}
-            missing = [i for i in df["id"] if i not in found]
-            if missing:
-                raise SystemExit(f"{src} has no 'path' column and {len(missing)} ids (e.g. {missing[:3]}) have no "
-                                 f"image in {folder}/; add a path column or point --src at the image folder")
-            paths_ = [str(found[i]) for i in df["id"]]
+            if not folder.is_dir():
+                raise SystemExit(f"{src} has no 'path' column and no image folder {folder}/; add a path column or "
+                                 f"point --src at the image folder")
+            found = {p.stem: p for p in _images_in(folder)}
+            # an id without an image is skipped and listed in index.csv like an unreadable one; the cache goes on
+            paths_ = [str(found.get(i, folder / f"{i} (no image for this id)")) for i in df["id"]]
         return pd.DataFrame({"id": df["id"].astype(str), "path": paths_})
     if src.is_dir():
         if (src / "train.csv").exists() and ((src / "train").is_dir() or (src / "test").is_dir()):
@@ -769,8 +771,10 @@ def build_cache(df: pd.DataFrame, dst: str | Path, cfg: PreprocessConfig, worker
     def save():
         idx = pd.DataFrame(done.to_dict("records") + rows, columns=list(INDEX_COLUMNS))
         order = {k: n for n, k in enumerate(df["id"])}
-        idx = idx.sort_values("id", key=lambda s: s.map(order)).reset_index(drop=True)
-        write_csv(index_path, idx[list(INDEX_COLUMNS)])
+        idx = idx.sort_values("id", key=lambda s: s.map(order)).reset_index(drop=True)[list(INDEX_COLUMNS)]
+        text = idx.to_csv(index=False)
+        if not index_path.is_file() or index_path.read_text() != text:  # unchanged: no write (read-only media)
+            write_text(index_path, text)
         return idx
 
     fn = partial(_cache_one, dst=str(dst), cfg=cfg)

@@ -784,8 +784,22 @@ def fit_to_size(img: np.ndarray, meta: dict, size: tuple[int, int], pad_rgb=(236
     return out, meta
 
 
-def make_image(signal, fs, rng: np.random.Generator, style: str = "scan", size=None) -> tuple[np.ndarray, dict]:
+def adapt_layout(params: RenderParams, found, keep_layout: bool = False) -> RenderParams:
+    """Fit the page to the leads a record has: fewer than 12 (Holter, rhythm strips, leads lost) get strip pages of
+    the leads present (2x1 with two or more, else 1x1) unless `keep_layout`; rhythm strips only of present leads."""
+    found = set(found)
+    if len(found) < 12 and not keep_layout:
+        params.layout = "2x1" if len(found) >= 2 else "1x1"
+    if params.layout in ("2x1", "1x1") and len(found) < 12:
+        params.strip_leads = tuple(lead for lead in LEADS if lead in found)[:int(params.layout[0])]
+    params.rhythm = tuple(lead for lead in params.rhythm if lead in found)
+    return params
+
+
+def make_image(signal, fs, rng: np.random.Generator, style: str = "scan", size=None, leads=None
+               ) -> tuple[np.ndarray, dict]:
     """The one call the dataset builder uses: sampled diverse params, render, optionally photograph, resize.
+    `leads`: the leads the record has (default all 12); with fewer the page is laid out by `adapt_layout`.
 
     `size=(W, H)`: the page is rendered at the dpi that makes it fit (cheap at small sizes: no big render to shrink),
     then a scan is fitted to exactly `size` (uniform scale + scanner-bed padding, so the grid stays square); a photo
@@ -794,6 +808,8 @@ def make_image(signal, fs, rng: np.random.Generator, style: str = "scan", size=N
     """
     from . import photo
     params = sample_params(rng, style)
+    if leads is not None:
+        adapt_layout(params, leads)
     pw_in, ph_in = (v / 25.4 for v in PAPERS_MM[params.paper])
     if style == "scan":
         if size is not None:
@@ -957,11 +973,7 @@ class _Job:
                 if cfg.style == "photo" else None
             if cfg.layout:
                 params.layout = cfg.layout
-            elif len(found) < 12:  # 1- and 2-lead records (Holter, rhythm strips) get strip pages
-                params.layout = "2x1" if len(found) >= 2 else "1x1"
-            if params.layout in ("2x1", "1x1") and len(found) < 12:
-                params.strip_leads = tuple(l for l in LEADS if l in found)[:int(params.layout[0])]
-            params.rhythm = tuple(l for l in params.rhythm if l in found)
+            adapt_layout(params, found, keep_layout=bool(cfg.layout))
             pw_in, ph_in = (v / 25.4 for v in PAPERS_MM[params.paper])
             if pp is not None:  # render at about the page's resolution in the photo
                 params.dpi = float(max(40, 5 * round(pp.out_size[1] * pp.fill / ph_in / 5)))

@@ -44,12 +44,13 @@ import os
 import re
 import sys
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .config import LABELS, find_input
+from .config import LABELS, LEADS, find_input
 from .utils import ImageReadError, looks_truncated, imread, imwrite, parallel_map, write_csv, write_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -203,6 +204,84 @@ def competition_columns(table: str | Path) -> tuple[str, list[str]]:
         return header[0], header[1:]
     cols = list(pd.read_csv(table, nrows=0).columns) if table.is_file() else []
     return "id", [c for c in LABELS if c in cols]
+
+
+def validate_competition(root: str | Path) -> dict:
+    """Every problem of a competition folder at once, found in seconds (no image is decoded), so a bad table stops a
+    run before its first long step instead of an hour later:
+      errors   the run cannot go on: a missing or unreadable train.csv / sample_submission.csv, an id or label column
+               of sample_submission.csv absent from train.csv, label values other than 0/1/empty (per column, with the
+               values and the first rows), duplicate ids, a missing train/ or test/ folder;
+      skipped  the run goes on without them, and every stage lists them the same way: train and test ids with no
+               image file.
+    Returns {"errors": [str], "skipped": [{"split", "id", "error"}], "n_train", "n_test"}."""
+    root = Path(root)
+    errors: list[str] = []
+    skipped: list[dict] = []
+    tables = {}
+    for name in ("sample_submission.csv", "train.csv"):
+        f = root / name
+        try:
+            tables[name] = pd.read_csv(f, dtype=str, keep_default_na=False)
+        except FileNotFoundError:
+            errors.append(f"{f}: not found (a competition folder holds train.csv, sample_submission.csv, train/, test/)")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            errors.append(f"{f}: not a readable CSV ({type(e).__name__}: {str(e).strip()[:120]})")
+    sub, train = tables.get("sample_submission.csv"), tables.get("train.csv")
+    id_col, label_cols = "id", []
+    if sub is not None:
+        if len(sub.columns) < 2:
+            errors.append(f"{root / 'sample_submission.csv'}: needs an id column and label columns, found "
+                          f"{list(sub.columns)}")
+        else:
+            id_col, label_cols = sub.columns[0], list(sub.columns[1:])
+    if train is not None and sub is not None:
+        missing = [c for c in [id_col, *label_cols] if c not in train.columns]
+        if missing:
+            errors.append(f"{root / 'train.csv'}: column(s) {missing} of sample_submission.csv are missing; it has "
+                          f"{list(train.columns)}")
+        for c in label_cols:
+            if c not in train.columns:
+                continue
+            v = train[c].str.strip().str.lower()
+            bad = ~v.isin(["", "nan", "0", "1", "0.0", "1.0", "true", "false"])
+            if bad.any():
+                rows = (np.flatnonzero(bad.to_numpy())[:3] + 2).tolist()  # file line numbers (header is line 1)
+                errors.append(f"{root / 'train.csv'}: column {c} holds {int(bad.sum())} value(s) other than 0/1/empty "
+                              f"({sorted(set(train[c][bad]))[:5]}, lines {rows}); labels must be 0, 1 or blank")
+    for name, split in (("train.csv", "train"), ("sample_submission.csv", "test")):
+        frame = tables.get(name)
+        if frame is None or id_col not in frame.columns:
+            continue
+        ids = frame[id_col].str.strip()
+        dup = ids[ids.duplicated()].unique()
+        if len(dup):
+            errors.append(f"{root / name}: {len(dup)} id(s) appear more than once, e.g. {list(dup[:5])}")
+        folder = root / split
+        if not folder.is_dir():
+            errors.append(f"{folder}: not found (the {split} images of {name})")
+            continue
+        index = image_index(folder)
+        skipped += [{"split": split, "id": i, "error": f"{folder / i}: no image for this id"}
+                    for i in ids if i not in index and Path(i).stem not in index]
+    return {"errors": errors, "skipped": skipped, "n_train": 0 if train is None else len(train),
+            "n_test": 0 if sub is None else len(sub)}
+
+
+def require_valid_competition(root: str | Path, stage: str) -> dict:
+    """validate_competition, then: errors -> SystemExit listing all of them; ids without an image -> one line per split
+    on stderr (they are skipped by every stage). Returns the report."""
+    rep = validate_competition(root)
+    if rep["errors"]:
+        lines = "\n".join(f"  {i + 1}. {e}" for i, e in enumerate(rep["errors"]))
+        raise SystemExit(f"[{stage}] the competition folder {root} has {len(rep['errors'])} problem(s); fix them and "
+                         f"run again (nothing was trained or written):\n{lines}")
+    for split in ("train", "test"):
+        miss = [s["id"] for s in rep["skipped"] if s["split"] == split]
+        if miss:
+            print(f"[{stage}] {len(miss)} {split} id(s) have no image in {Path(root) / split} and are skipped: "
+                  f"{miss[:5]}{' ...' if len(miss) > 5 else ''}", file=sys.stderr)
+    return rep
 
 
 def read_competition(root: str | Path = DEFAULT_ROOTS["bhf"], verify: bool = False, workers: int = 0
@@ -575,12 +654,30 @@ def load_signal(row) -> tuple[np.ndarray, float]:
     return sig, fs
 
 
+class UnusableRecord(ValueError):
+    """A record that would make a misleading page (no signal, too short): skipped with this reason."""
+
+
+def usable_leads(sig: np.ndarray, fs: float, min_seconds: float) -> list[str]:
+    """The leads of a [12, n] record worth drawing (at least half their samples finite). Raises UnusableRecord for a
+    record with none (an all-NaN record would be a blank grid labelled with its diagnosis) or shorter than
+    `min_seconds` (a page shows 10 s: a shorter record leaves part of every lead blank)."""
+    seconds = sig.shape[1] / fs
+    if seconds < min_seconds - 1e-9:
+        raise UnusableRecord(f"record is {seconds:g} s long, a page needs {min_seconds:g} s (skipped)")
+    finite = np.isfinite(sig).mean(axis=1) >= 0.5
+    if not finite.any():
+        raise UnusableRecord("every lead is NaN: no signal to draw (skipped)")
+    return [lead for lead, ok in zip(LEADS, finite) if ok]
+
+
 class _RenderJob:
     """One (record, k) -> images/<id>_<k>.<ext> + .json; rng = default_rng([seed, crc32(record id), k]), so an image
     never depends on which or how many other records are rendered."""
 
-    def __init__(self, out: Path, seed: int, style: str, size, ext: str):
+    def __init__(self, out: Path, seed: int, style: str, size, ext: str, min_seconds: float):
         self.out, self.seed, self.style, self.size, self.ext = out, seed, style, size, ext
+        self.min_seconds = min_seconds
 
     def __call__(self, item) -> dict:
         from . import render
@@ -592,8 +689,9 @@ class _RenderJob:
         seed = [int(self.seed), zlib.crc32(str(row["id"]).encode()), int(k)]
         try:
             sig, fs = load_signal(row)
-            img, meta = render.make_image(sig, fs, np.random.default_rng(seed), self.style, self.size)
-        except (ValueError, OSError, KeyError) as e:  # render.WFDBError is a ValueError
+            leads = usable_leads(sig, fs, self.min_seconds)
+            img, meta = render.make_image(sig, fs, np.random.default_rng(seed), self.style, self.size, leads)
+        except (ValueError, OSError, KeyError) as e:  # render.WFDBError and UnusableRecord are ValueErrors
             return {"id": iid, "path": str(img_path), "error": f"{row['path']}: {e}"}
         imwrite(img_path, img)
         labels = {c: (None if pd.isna(row[c]) else float(row[c])) for c in LABELS}
@@ -606,16 +704,19 @@ class _RenderJob:
 
 def render_signal_source(df: pd.DataFrame, out_dir: str | Path, n_per_record: int = 1, seed: int = 0,
                          style: str = "scan", workers: int = 0, size: tuple[int, int] | None = None,
-                         ext: str = "png") -> pd.DataFrame:
+                         ext: str = "png", min_seconds: float = 7.0) -> pd.DataFrame:
     """Render every record of a signal table (read_ptbxl / read_code15) `n_per_record` times with sampled page
     parameters into a Stage I set: `<out_dir>/images/<id>.<ext>` + `<id>.json` sidecars (seed and all parameters)
     and `<out_dir>/labels.csv` (id, labels, patient_id, strat_fold, source_id). Resumable (finished images are
-    kept), deterministic per seed; records that cannot be read are skipped and reported. Returns the image table."""
+    kept), deterministic per seed. Records that cannot be read, have no signal or are shorter than `min_seconds` are
+    skipped and reported (7 s keeps CODE-15%'s 7.3 s exams, whose pages draw 1.8 s per 3x4 column instead of 2.5 s;
+    a 4 s strip would leave 1 s panels); records with fewer usable leads get strip pages of those leads. Returns the
+    image table."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     records = df.to_dict("records")
     items = [(r, k) for r in records for k in range(n_per_record)]
-    job = _RenderJob(out, seed, style, tuple(size) if size else None, ext)
+    job = _RenderJob(out, seed, style, tuple(size) if size else None, ext, min_seconds)
     done = {r["id"]: r for r in parallel_map(job, items, workers=workers, desc=f"render {style}")}
     rows, skipped = [], []
     for r, k in items:
@@ -628,6 +729,8 @@ def render_signal_source(df: pd.DataFrame, out_dir: str | Path, n_per_record: in
     cols = ["id", "path", *LABELS] + [c for c in ("patient_id", "strat_fold") if c in df] + ["source_id"]
     table = _finish(pd.DataFrame(rows, columns=cols), skipped, f"render ({out})")
     write_csv(out / "labels.csv", table.drop(columns=["path"]))
-    print(f"[sources] rendered {len(table)} images from {len(records)} records -> {out}/images, {out}/labels.csv",
-          file=sys.stderr)
+    kinds = Counter("no signal" if "NaN" in x["error"] else "too short" if " s long" in x["error"] else "unreadable"
+                    for x in skipped)
+    print(f"[sources] rendered {len(table)} images from {len(records)} records -> {out}/images, {out}/labels.csv"
+          + (f"; skipped {len(skipped)}: {dict(sorted(kinds.items()))}" if skipped else ""), file=sys.stderr)
     return table

@@ -19,7 +19,9 @@ class Demo:
     epochs: int = 3  # passes over the data
     amp: bool = False  # mixed precision
     size: tuple[int, ...] = (256, 512)  # H W
-    name: str | None = None  # run name
+    name: str | None = None  # run name, a comment that goes on
+    # over two lines
+    # and a third
     out: Path = Path("x")  # output folder
 
 
@@ -47,6 +49,8 @@ def test_help_lists_every_field_with_its_comment(capsys):
     for f in dataclasses.fields(Demo):
         assert f"--{f.name}=" in out
     assert "learning rate" in out and "passes over the data" in out
+    assert "run name, a comment that goes on over two lines and a third" in out  # continuation lines are kept
+    assert "] H W\n" in out  # and only where they follow the field
 
 
 def test_config_dict_round_trip():

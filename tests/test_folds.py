@@ -90,7 +90,8 @@ def test_default_path_is_under_input_not_competition(tmp_path, monkeypatch):
 def test_cli_reads_id_and_label_columns_from_sample_submission(tmp_path):
     """A competition whose id column is not called `id` and whose labels are named by sample_submission.csv."""
     comp = tmp_path / "comp"
-    comp.mkdir()
+    for split in ("train", "test"):
+        (comp / split).mkdir(parents=True)  # no images: those ids are skipped, not errors
     t = _table(80).rename(columns={"id": "ecg_id", "AF": "afib"}).drop(columns=["STTC"])
     t.to_csv(comp / "train.csv", index=False)
     pd.DataFrame(columns=["ecg_id", "MI", "afib", "HYP", "CD"]).to_csv(comp / "sample_submission.csv", index=False)
@@ -102,5 +103,14 @@ def test_cli_reads_id_and_label_columns_from_sample_submission(tmp_path):
     assert f["fold"].tolist() == make_folds(named, 5, 42, "patient_id", ["MI", "afib", "HYP", "CD"])["fold"].tolist()
     assert f["fold"].tolist() != make_folds(named, 5, 42, "patient_id")["fold"].tolist()
     pd.DataFrame(columns=["record", "MI"]).to_csv(comp / "sample_submission.csv", index=False)
-    with pytest.raises(SystemExit, match="no id column 'record'"):
+    with pytest.raises(SystemExit, match=r"\['record'\] of sample_submission.csv are missing"):
         main([f"--train_csv={comp / 'train.csv'}", f"--out={tmp_path / 'g.csv'}"])
+
+
+def test_cli_refuses_labels_other_than_0_1(tmp_path):
+    t = _table(30)
+    t.loc[3, "MI"] = 2
+    t.to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(SystemExit, match="column MI must hold 0, 1 or blank"):
+        main([f"--train_csv={tmp_path / 'train.csv'}", f"--out={tmp_path / 'f.csv'}"])
+    assert not (tmp_path / "f.csv").exists()

@@ -229,9 +229,11 @@ def test_cache_skips_broken_resumes_and_matches_the_function(tmp_path, photos, c
     assert np.array_equal(cached, direct)
     # resume: only the two broken ones are tried again; finished images are not rewritten
     mtime = (dst / "images" / "ok1.png").stat().st_mtime_ns
+    index_mtime = (dst / "index.csv").stat().st_mtime_ns
     build_cache(resolve_sources(src), dst, cfg)
     assert "4 already cached, 2 to do" in capsys.readouterr().out
     assert (dst / "images" / "ok1.png").stat().st_mtime_ns == mtime
+    assert (dst / "index.csv").stat().st_mtime_ns == index_mtime  # nothing changed: not rewritten (read-only media)
     # other image settings into the same cache are refused
     with pytest.raises(SystemExit, match="other settings"):
         build_cache(resolve_sources(src), dst, PreprocessConfig(size=(64, 96), clahe_clip=4.0))
@@ -297,7 +299,7 @@ def test_sources(tmp_path, photos):
     pd.DataFrame({"record": ["u1"], "MI": [0.5]}).to_csv(comp / "sample_submission.csv", index=False)
     assert list(resolve_sources(comp / "train.csv")["id"]) == ["t1"]
     pd.DataFrame({"id": ["t1"], "MI": [1]}).to_csv(comp / "train.csv", index=False)
-    with pytest.raises(SystemExit, match="'record' column"):
+    with pytest.raises(SystemExit, match=r"\['record'\] of sample_submission.csv are missing"):
         resolve_sources(comp / "train.csv")
     with pytest.raises(SystemExit, match="no images"):
         resolve_sources(tmp_path / "comp" / "..")

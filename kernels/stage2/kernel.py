@@ -24,6 +24,7 @@ def kit(*args):  # one `python -m <module>` of the kit, run from /kaggle/working
 
 
 kit("src.bundle", "install")
+kit("src.check", f"--comp={COMP}")  # every problem of the competition's tables, before anything long
 kit("src.restore", f"--src={SELF}")
 kit("src.folds", f"--train_csv={COMP}/train.csv", "--out=input/folds.csv")
 kit("src.preprocess", f"--src={COMP}/train.csv", "--dst=input/cache-train", f"--size={SIZE}",
