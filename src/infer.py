@@ -239,7 +239,7 @@ def shared_preprocess_config(runs: list[Path], run_cfgs: list[dict]):
     ref = pcfgs[0]
     for run, p in zip(runs[1:], pcfgs[1:]):
         diff = {k: (getattr(ref, k), getattr(p, k)) for k in IMAGE_KEYS if getattr(ref, k) != getattr(p, k)}
-        if (ref.roi_weights or p.roi_weights) and not same_content(ref.roi_weights, p.roi_weights):
+        if ref.roi_weights != p.roi_weights and not same_content(ref.roi_weights, p.roi_weights):
             diff["roi_weights"] = (ref.roi_weights or "none", p.roi_weights or "none")
         if diff:
             raise SystemExit(f"--run folders {runs[0]} and {run} were trained on differently preprocessed images "

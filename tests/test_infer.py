@@ -316,6 +316,16 @@ def test_folds_are_gathered_from_several_run_folders(tiny_run, tmp_path):
     with pytest.raises(SystemExit, match=rf"{re.escape(str(a))} and {re.escape(str(b))} were trained on differently "
                                          rf"preprocessed images \(size: \(64, 128\) vs \(96, 128\)\)"):
         _infer(tiny_run, f"--run={a},{b}", f"--out={tmp_path / 'x.csv'}")
+    # the ROI weights each folder carries (as roi.pt) count by content
+    for d, weights in ((a, b"same"), (b, b"same")):
+        (d / "roi.pt").write_bytes(weights)
+        (d / "preprocess.yaml").write_text(yaml.safe_dump({**y, "roi_weights": "roi.pt"}))
+    cfgs = [infer.read_run_config(d) for d in (a, b)]
+    assert infer.shared_preprocess_config([a, b], cfgs).roi_weights == str(a / "roi.pt")
+    (b / "roi.pt").write_bytes(b"other")
+    with pytest.raises(SystemExit, match=rf"differently preprocessed images \(roi_weights: {re.escape(str(a))}/roi.pt "
+                                         rf"vs {re.escape(str(b))}/roi.pt\)"):
+        infer.shared_preprocess_config([a, b], cfgs)
 
 
 def test_a_fold_of_another_architecture_is_refused(tiny_run, tmp_path):
