@@ -118,7 +118,8 @@ def vote_with_fallback(probs: np.ndarray, bad: np.ndarray, fallback: np.ndarray,
     """The vote over all N images [N, C], where the `bad` ones (unreadable) count as if every fold had predicted
     `fallback` [C] (the training prevalence) for them. Their score is then on the vote's own scale: under
     hard_tiebreak a prevalence of 0.3 below every threshold is 0 votes and a tie-break of 0.3, i.e. 0.3 / (folds + 1),
-    where the raw 0.3 would outrank images one fold voted for; under rank they are ranked among the real predictions."""
+    where the raw 0.3 would outrank most images one fold voted for; under rank they are ranked among the real
+    predictions."""
     p = np.array(probs, dtype=float)
     p[:, np.asarray(bad, bool)] = np.asarray(fallback, dtype=float)
     return ensemble(p, vote, thresholds)
@@ -129,8 +130,7 @@ def vote_with_fallback(probs: np.ndarray, bad: np.ndarray, fallback: np.ndarray,
 # ----------------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class InferConfig:
-    run: str  # Stage II run folder (outputs/train/<name>, or just <name>), or a comma list of them: fold<k> is
-    # gathered from every folder (folds trained in several sessions)
+    run: str  # Stage II run folder (outputs/train/<name> or <name>), or a comma list: fold<k> gathered from all
     vote: str = "hard_tiebreak"  # fold ensembling: hard_tiebreak (hard, ties ordered by mean prob) | hard (the
     # paper's: share of folds above their threshold) | soft (mean probability) | rank (mean per-fold rank)
     tta: str = "none"  # none | flip (left-right mirror; unphysical for ECG pages, see the module docstring)
@@ -144,8 +144,7 @@ class InferConfig:
     threads: int = 0  # torch CPU threads (0: one per core)
     amp: str = "auto"  # auto (bf16 on Ampere+ GPUs, fp16 on older, off on CPU) | off | bf16 | fp16
     channels_last: bool = True  # NHWC memory layout (faster convolutions)
-    max_unreadable: float = 0.01  # largest share of test images that may fail to read/preprocess (they get the
-    # training prevalence); more stops the run with no submission written
+    max_unreadable: float = 0.01  # share of test images allowed to fail reading/preprocessing; more: no submission
 
 
 def resolve_run(run: str | Path) -> Path:
