@@ -4,14 +4,20 @@
     python -m src.infer --run outputs/train/stage2 --vote hard                           # the paper's pure vote
     python -m src.infer --run stage2 --vote soft --folds 0,1 --batch_size 64 --amp bf16
     python -m src.infer --run stage2 --test_dir /kaggle/input/<comp>/test --sample_submission .../sample_submission.csv
+    python -m src.infer --run ecgka-stage2/outputs/train/stage2,ecgka-stage2b/outputs/train/stage2   # two sessions
 
 What it does, in order:
 1. Reads the run: fold<k>/best.pt for the chosen folds, fold<k>/thresholds.json (per-class cut-offs chosen on that
    fold's OOF predictions; 0.5 when missing) and <run>/preprocess.yaml, the PreprocessConfig the training cache was
    built with. Test images go through `src.preprocess.preprocess_image` with that config: the very function and
-   settings training saw, never a copy.
+   settings training saw, never a copy. `--run` may list several run folders (folds trained in different sessions,
+   e.g. Kaggle kernel versions, live in different folders): fold<k> is gathered from all of them. The same fold in
+   two folders is an error naming both unless the two checkpoints are the same bytes; the folders must share the
+   preprocessing (the settings that change pixels, and the ROI weights' content), and every fold the architecture.
+   The output folder is checked for write access and space before any model or image is loaded.
 2. Test ids and the submission's columns come from sample_submission.csv (default: beside the run's train.csv; the
-   images from its test/ folder). Images are read and preprocessed by DataLoader workers while the models run.
+   images from its test/ folder). Images are read and preprocessed by DataLoader workers while the models run
+   (started by spawn, not fork, when the models are on CUDA: see predict).
 3. Every fold model predicts every batch (AMP on CUDA: bf16 where supported, else fp16; channels_last), and the
    folds are voted:
      hard  (the paper's) each fold says yes/no per class at its own threshold; the score is the share of folds
@@ -24,8 +30,11 @@ What it does, in order:
      rank  mean of each fold's per-class ranks scaled to (0, 1]: order-preserving, calibration-free.
 4. Writes the submission (ids, column names and order exactly as sample_submission.csv, checked before an atomic
    write), <out stem>_folds.csv (id, fold, status, each fold's probabilities), <out stem>_info.json, and, when some
-   images could not be read or preprocessed, <out stem>_unreadable.csv. Those images get the training prevalence
-   of each class as their score so the submission is always complete.
+   images could not be read or preprocessed, <out stem>_unreadable.csv. Those images are scored as if every fold
+   had predicted the training prevalence of each class (so the score is on the vote's own scale) and the submission
+   stays complete, as long as they are at most --max_unreadable of the test set (default 1 %). More means something
+   systematic (a wrong --test_dir, preprocessing failing in the workers): the run then stops with the first reasons
+   and writes no submission, because a file of fallback scores looks valid and scores like chance.
 
 TTA: `--tta flip` averages each fold's probabilities over the image and its left-right mirror. Mirroring an ECG is
 not a label-preserving change: it reverses time (P waves after QRS, inverted ST slopes) and moves the lead columns
@@ -37,10 +46,15 @@ default and what the paper submits; `flip` exists so its cost can be measured ra
 from __future__ import annotations
 
 import dataclasses
+import filecmp
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -99,12 +113,24 @@ def ensemble(probs: np.ndarray, vote: str, thresholds: np.ndarray | float = 0.5)
     raise ValueError(f"unknown vote {vote!r}; choose one of {', '.join(VOTES)}")
 
 
+def vote_with_fallback(probs: np.ndarray, bad: np.ndarray, fallback: np.ndarray, vote: str,
+                       thresholds: np.ndarray | float = 0.5) -> np.ndarray:
+    """The vote over all N images [N, C], where the `bad` ones (unreadable) count as if every fold had predicted
+    `fallback` [C] (the training prevalence) for them. Their score is then on the vote's own scale: under
+    hard_tiebreak a prevalence of 0.3 below every threshold is 0 votes and a tie-break of 0.3, i.e. 0.3 / (folds + 1),
+    where the raw 0.3 would outrank most images one fold voted for; under rank they are ranked among the real
+    predictions."""
+    p = np.array(probs, dtype=float)
+    p[:, np.asarray(bad, bool)] = np.asarray(fallback, dtype=float)
+    return ensemble(p, vote, thresholds)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The run folder
 # ----------------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class InferConfig:
-    run: str  # Stage II run folder (outputs/train/<name>, or just <name>)
+    run: str  # Stage II run folder (outputs/train/<name> or <name>), or a comma list: fold<k> gathered from all
     vote: str = "hard_tiebreak"  # fold ensembling: hard_tiebreak (hard, ties ordered by mean prob) | hard (the
     # paper's: share of folds above their threshold) | soft (mean probability) | rank (mean per-fold rank)
     tta: str = "none"  # none | flip (left-right mirror; unphysical for ECG pages, see the module docstring)
@@ -118,6 +144,7 @@ class InferConfig:
     threads: int = 0  # torch CPU threads (0: one per core)
     amp: str = "auto"  # auto (bf16 on Ampere+ GPUs, fp16 on older, off on CPU) | off | bf16 | fp16
     channels_last: bool = True  # NHWC memory layout (faster convolutions)
+    max_unreadable: float = 0.01  # share of test images allowed to fail reading/preprocessing; more: no submission
 
 
 def resolve_run(run: str | Path) -> Path:
@@ -131,6 +158,18 @@ def resolve_run(run: str | Path) -> Path:
                          f"`python -m src.train`") from None
 
 
+def resolve_runs(spec: str) -> list[Path]:
+    """The run folders of a comma list (each as resolve_run), each once."""
+    runs = [resolve_run(r.strip()) for r in str(spec).split(",") if r.strip()]
+    if not runs:
+        raise SystemExit("--run is empty: give a Stage II run folder (or a comma list of them)")
+    return list(dict.fromkeys(r.resolve() for r in runs))
+
+
+def same_content(a: str | Path, b: str | Path) -> bool:
+    return Path(a).is_file() and Path(b).is_file() and filecmp.cmp(a, b, shallow=False)
+
+
 def read_run_config(run: Path) -> dict:
     import yaml
     f = run / "config.yaml"
@@ -139,14 +178,30 @@ def read_run_config(run: Path) -> dict:
     return yaml.safe_load(f.read_text()) or {}
 
 
-def fold_dirs(run: Path, spec: str, checkpoint: str = "best.pt") -> dict[int, Path]:
-    """{k: fold<k>/<checkpoint>} for the requested folds; clear errors for folds that have no checkpoint."""
-    have = {int(d.name[4:]): d / checkpoint for d in run.glob("fold*") if d.name[4:].isdigit()}
-    have = {k: f for k, f in sorted(have.items()) if f.is_file()}
+def fold_dirs(runs: Path | Sequence[Path], spec: str, checkpoint: str = "best.pt") -> dict[int, Path]:
+    """{k: <run>/fold<k>/<checkpoint>} for the requested folds, gathered over one or more run folders; clear errors
+    for folds that have no checkpoint, and for a fold found in two folders unless both hold the same bytes (the
+    same output attached twice): then the first is used."""
     from .train import select_folds
-    if not have:
-        raise SystemExit(f"{run}: no fold<k>/{checkpoint}; has training finished? (python -m src.train)")
-    return {k: have[k] for k in select_folds(spec, sorted(have), "--folds", f"{run} (fold<k>/{checkpoint})")}
+    runs = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
+    found: dict[int, list[Path]] = {}
+    for run in runs:
+        for d in sorted(run.glob("fold*")):
+            if d.name[4:].isdigit() and (d / checkpoint).is_file():
+                found.setdefault(int(d.name[4:]), []).append(d / checkpoint)
+    where = ", ".join(map(str, runs))
+    if not found:
+        raise SystemExit(f"{where}: no fold<k>/{checkpoint}; has training finished? (python -m src.train)")
+    out = {}
+    for k in select_folds(spec, sorted(found), "--folds", f"{where} (fold<k>/{checkpoint})"):
+        first, *others = found[k]
+        for other in others:
+            if not same_content(first, other):
+                raise SystemExit(f"fold {k} is in two run folders with different checkpoints: {first} and {other}; "
+                                 f"--run may list a fold once: drop one folder from --run, or leave fold {k} out "
+                                 f"with --folds")
+        out[k] = first
+    return out
 
 
 def read_thresholds(path: Path, labels: list[str]) -> tuple[np.ndarray, bool]:
@@ -172,6 +227,24 @@ def preprocess_config(run: Path, run_cfg: dict):
             pass
     raise SystemExit(f"{run}/preprocess.yaml not found (nor in the training cache {run_cfg.get('cache')!r}): the "
                      f"preprocessing to apply to test images is unknown. Copy the cache's preprocess.yaml there.")
+
+
+def shared_preprocess_config(runs: list[Path], run_cfgs: list[dict]):
+    """The PreprocessConfig of every run folder, which must be one: the settings that change pixels
+    (preprocess.IMAGE_KEYS, the input size among them) and the ROI weights' content agree, since the test images get
+    one preprocessing for every fold."""
+    from .preprocess import IMAGE_KEYS
+    pcfgs = [preprocess_config(r, c) for r, c in zip(runs, run_cfgs)]
+    ref = pcfgs[0]
+    for run, p in zip(runs[1:], pcfgs[1:]):
+        diff = {k: (getattr(ref, k), getattr(p, k)) for k in IMAGE_KEYS if getattr(ref, k) != getattr(p, k)}
+        if ref.roi_weights != p.roi_weights and not same_content(ref.roi_weights, p.roi_weights):
+            diff["roi_weights"] = (ref.roi_weights or "none", p.roi_weights or "none")
+        if diff:
+            raise SystemExit(f"--run folders {runs[0]} and {run} were trained on differently preprocessed images "
+                             f"({', '.join(f'{k}: {a} vs {b}' for k, (a, b) in diff.items())}); the test images "
+                             f"get one preprocessing, so their folds cannot be voted together: infer them separately")
+    return ref
 
 
 def competition_files(cfg: InferConfig, run_cfg: dict) -> tuple[Path, Path]:
@@ -207,33 +280,40 @@ def read_sample(sample: Path) -> tuple[pd.DataFrame, str, list[str]]:
     return df, header[0], header[1:]
 
 
-def training_prevalence(run: Path, run_cfg: dict, labels: list[str]) -> np.ndarray:
-    """Share of positives per class among the known training labels (the run's OOF table covers every training
-    image once all folds are done; else train.csv). The fallback score of an unreadable test image."""
-    f = run / "oof.csv"
-    if f.is_file():
-        df = pd.read_csv(f, dtype={"id": str})
-        if all(lb in df.columns for lb in labels) and len(df):
-            return np.nan_to_num(df[labels].astype(float).mean().to_numpy(), nan=0.5)
-    try:
-        df = pd.read_csv(find_input(run_cfg.get("train_csv", "")))
+def training_prevalence(runs: list[Path], run_cfgs: list[dict], labels: list[str]) -> np.ndarray:
+    """Share of positives per class among the known training labels (the runs' OOF tables, each image once: they
+    cover every training image once all folds are done; else train.csv). The fallback of an unreadable test image."""
+    oofs = [pd.read_csv(r / "oof.csv", dtype={"id": str}) for r in runs if (r / "oof.csv").is_file()]
+    oofs = [df for df in oofs if all(lb in df.columns for lb in labels) and len(df)]
+    if oofs:
+        df = pd.concat(oofs).drop_duplicates("id")
         return np.nan_to_num(df[labels].astype(float).mean().to_numpy(), nan=0.5)
-    except (FileNotFoundError, KeyError, ValueError):
-        print("[infer] WARNING no training labels found; unreadable images get 0.5", file=sys.stderr)
-        return np.full(len(labels), 0.5)
+    for run_cfg in run_cfgs:
+        try:
+            df = pd.read_csv(find_input(run_cfg.get("train_csv", "")))
+            return np.nan_to_num(df[labels].astype(float).mean().to_numpy(), nan=0.5)
+        except (FileNotFoundError, KeyError, ValueError):
+            continue
+    print("[infer] WARNING no training labels found; unreadable images get 0.5", file=sys.stderr)
+    return np.full(len(labels), 0.5)
 
 
 def load_fold_models(folds: dict[int, Path], labels: list[str] | None, device, channels_last: bool = True
                      ) -> list[dict]:
     """One dict per fold: fold, model (eval, on device), norm (mean, std tensors), order (model output column of each
     of `labels`; None: the checkpoint's own labels), thresholds [C] in `labels` order, thresholds_found, size (input
-    H, W the model was trained on), arch, labels, path, input (the checkpoint's input info)."""
+    H, W the model was trained on), arch, labels, path, input (the checkpoint's input info). Folds of different
+    architectures are refused, naming both."""
     import torch
     from .engine import norm_tensors
     from .model import create_model, load_checkpoint
     out = []
     for k, f in folds.items():
         ck = load_checkpoint(f)
+        if out and ck["arch"] != out[0]["arch"]:
+            raise SystemExit(f"fold {k} ({f}) is a {ck['arch']} model but fold {out[0]['fold']} ({out[0]['path']}) "
+                             f"is {out[0]['arch']}: the folds of one ensemble share an architecture; remove or "
+                             f"retrain the odd fold, or leave it out with --folds")
         ck_labels = list(ck["labels"])
         labels = ck_labels if labels is None else labels
         if sorted(ck_labels) != sorted(labels):
@@ -309,10 +389,20 @@ def make_runtime(amp: str):
     return Runtime(device, 0, 1, dtype, use_scaler=False)
 
 
+def _spawned_worker(worker_id: int) -> None:
+    """Start of a spawned loader worker: one OpenCV thread (a fresh process would take one per core; forked workers
+    inherit the parent's one, see opencv_before_fork) and the per-worker seed."""
+    import cv2
+    from .data import _seed_worker
+    cv2.setNumThreads(1)
+    _seed_worker(worker_id)
+
+
 def predict(folds: list[dict], dataset: TestImages, rt, batch_size: int = 32, workers: int = 0, tta: str = "none",
-            channels_last: bool = True) -> dict:
+            channels_last: bool = True, start_method: str | None = None) -> dict:
     """Every fold's probabilities for every image: {"probs" [F, N, C] (NaN rows where unreadable), "errors" [N],
-    "seconds": {"preprocess" (summed over workers), "model", "wall"}}."""
+    "seconds": {"preprocess" (summed over workers), "model", "wall"}}. `start_method` of the loader workers: None
+    chooses (spawn when the models are on CUDA, else the platform's default, fork on Linux)."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
@@ -323,11 +413,21 @@ def predict(folds: list[dict], dataset: TestImages, rt, batch_size: int = 32, wo
     n, c = len(dataset), len(folds[0]["order"])
     probs = np.full((len(folds), n, c), np.nan, np.float32)
     errors = [""] * n
-    if workers:
+    # With the models on CUDA the workers are spawned, not forked. A forked child of a process that has initialised
+    # CUDA cannot use CUDA at all, and libraries reach for it on their own: ultralytics put the ROI detector on the
+    # GPU in every worker, every image failed and a constant submission was written (issue 21). A spawned worker
+    # starts clean, so nothing it runs can hit that; preprocessing still names the CPU for the detector (src.roi:
+    # the cache was built that way, and workers hold no CUDA context). The cost is one import of torch and OpenCV per
+    # worker, seconds per run. The alternative, the detector on the GPU in this process in batches, was rejected: it
+    # runs inside preprocess_image (for some strategies and fallbacks only, after decoding the full photo), so this
+    # process would decode every photo or the one preprocessing function training and inference share would split.
+    start_method = start_method or ("spawn" if workers and rt.device.type == "cuda" else None)
+    if workers and start_method in (None, "fork"):
         opencv_before_fork()  # preprocessing happens in the workers, so this process needs no OpenCV threads
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        worker_init_fn=_seed_worker if workers else None, pin_memory=rt.device.type == "cuda",
-                        prefetch_factor=4 if workers else None)
+    init = None if not workers else _seed_worker if start_method in (None, "fork") else _spawned_worker
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, worker_init_fn=init,
+                        multiprocessing_context=start_method if workers else None,
+                        pin_memory=rt.device.type == "cuda", prefetch_factor=4 if workers else None)
     t_pre = t_model = 0.0
     t0 = time.perf_counter()
     bar = tqdm(total=n, desc=f"infer {len(folds)} fold(s)", dynamic_ncols=True)
@@ -375,19 +475,49 @@ def side_path(out: Path, suffix: str) -> Path:
     return out.with_name(f"{out.stem}_{suffix}")
 
 
+def output_bytes(n: int, n_folds: int, n_labels: int, id_len: int) -> int:
+    """A generous estimate of what one run writes: the submission, the per-fold table and the side files."""
+    return n * (n_folds + 2) * (id_len + 16 + 24 * n_labels) + (1 << 20)
+
+
+def check_writable(out: Path, need: int) -> None:
+    """Fails now, naming the folder, when `out`'s folder cannot be created, written or hold `need` bytes (a
+    temporary file of that size is written there and removed), not after every image has been processed."""
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+        if free < need:
+            raise OSError(f"{free / 1e6:.1f} MB free, about {need / 1e6:.1f} MB needed")
+        with tempfile.TemporaryFile(dir=folder, prefix=f".{out.name}.", suffix=".probe") as f:
+            block = bytes(1 << 20)
+            for _ in range(-(-need // len(block))):
+                f.write(block)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise SystemExit(f"[infer] cannot write the submission into {folder.resolve()} ({e}): free space there or "
+                         f"pass --out=<a file in a writable folder>") from None
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_args(InferConfig, argv)
     if cfg.vote not in VOTES:
         raise SystemExit(f"--vote={cfg.vote}: choose one of {', '.join(VOTES)}")
-    run = resolve_run(cfg.run)
-    run_cfg = read_run_config(run)
-    pcfg = preprocess_config(run, run_cfg)
-    sample_path, test_dir = competition_files(cfg, run_cfg)
+    if not 0 <= cfg.max_unreadable <= 1:
+        raise SystemExit(f"--max_unreadable={cfg.max_unreadable}: a share of the test images, 0 to 1 (0.01 = 1 %)")
+    runs = resolve_runs(cfg.run)
+    run_cfgs = [read_run_config(r) for r in runs]
+    pcfg = shared_preprocess_config(runs, run_cfgs)
+    sample_path, test_dir = competition_files(cfg, run_cfgs[0])
     sample, id_col, labels = read_sample(sample_path)
     out = Path(cfg.out) if cfg.out else paths().submissions / "submission.csv"
+    ckpts = fold_dirs(runs, cfg.folds, cfg.checkpoint)
+    ids = sample[id_col].tolist()
+    check_writable(out, output_bytes(len(ids), len(ckpts), len(labels), max(map(len, ids), default=0)))
     set_threads(cfg.threads)
     rt = make_runtime(cfg.amp)
-    folds = load_fold_models(fold_dirs(run, cfg.folds, cfg.checkpoint), labels, rt.device, cfg.channels_last)
+    folds = load_fold_models(ckpts, labels, rt.device, cfg.channels_last)
     for fold in folds:
         if fold["size"] and tuple(fold["size"]) != tuple(pcfg.size):
             raise SystemExit(f"{fold['path']} was trained on {fold['size']} images but preprocess.yaml gives "
@@ -396,22 +526,29 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.vote.startswith("hard") and no_thr:
         print(f"[infer] folds {no_thr} have no thresholds.json: voting at 0.5", file=sys.stderr)
 
-    ids = sample[id_col].tolist()
     files = find_images(test_dir, ids)
     workers = min(8, default_workers()) if cfg.workers < 0 else cfg.workers
-    print(f"[infer] {run}: folds {[f['fold'] for f in folds]} ({folds[0]['arch']}), {len(ids)} test images from "
-          f"{test_dir}, preprocess {pcfg.strategy} {pcfg.size[0]}x{pcfg.size[1]}, vote {cfg.vote}, tta {cfg.tta}, "
-          f"{rt.device.type} amp {rt.amp_dtype}")
+    print(f"[infer] {', '.join(map(str, runs))}: folds {[f['fold'] for f in folds]} ({folds[0]['arch']}), "
+          f"{len(ids)} test images from {test_dir}, preprocess {pcfg.strategy} {pcfg.size[0]}x{pcfg.size[1]}, "
+          f"vote {cfg.vote}, tta {cfg.tta}, {rt.device.type} amp {rt.amp_dtype}")
     res = predict(folds, TestImages(files, ids, pcfg), rt, cfg.batch_size, workers, cfg.tta, cfg.channels_last)
     probs, errors = res["probs"], res["errors"]
     bad = np.array([bool(e) for e in errors])
+    unreadable = [{"id": ids[i], "path": files[i] or "", "error": errors[i]} for i in np.flatnonzero(bad)]
+    if unreadable:
+        write_csv(side_path(out, "unreadable.csv"), pd.DataFrame(unreadable))
+    if len(unreadable) > cfg.max_unreadable * len(ids):
+        first = "\n  ".join(u["error"] for u in unreadable[:5])
+        raise SystemExit(f"[infer] {len(unreadable)} of {len(ids)} test images ({len(unreadable) / len(ids):.1%}) "
+                         f"could not be read or preprocessed, more than --max_unreadable={cfg.max_unreadable:g}: "
+                         f"no submission written (fallback scores for them would look valid and score like chance). "
+                         f"All are listed in {side_path(out, 'unreadable.csv')}; the first reasons:\n  {first}\n"
+                         f"Fix the cause (the test folder, the preprocessing), or raise --max_unreadable if these "
+                         f"images are truly broken.")
 
     thresholds = np.stack([f["thresholds"] for f in folds])
-    scores = np.empty((len(ids), len(labels)))
-    if (~bad).any():
-        scores[~bad] = ensemble(probs[:, ~bad], cfg.vote, thresholds)
-    prev = training_prevalence(run, run_cfg, labels)
-    scores[bad] = prev
+    prev = training_prevalence(runs, run_cfgs, labels)
+    scores = vote_with_fallback(probs, bad, prev, cfg.vote, thresholds)
     sub = pd.DataFrame({id_col: ids, **{lb: scores[:, j] for j, lb in enumerate(labels)}})
     try:
         check_submission(sub, sample, str(out))
@@ -423,15 +560,14 @@ def main(argv: list[str] | None = None) -> dict:
                                         **{lb: probs[i, :, j] for j, lb in enumerate(labels)}})
                           for i, f in enumerate(folds)], ignore_index=True)
     write_csv(side_path(out, "folds.csv"), per_fold)
-    unreadable = [{"id": ids[i], "path": files[i] or "", "error": errors[i]} for i in np.flatnonzero(bad)]
     if unreadable:
-        write_csv(side_path(out, "unreadable.csv"), pd.DataFrame(unreadable))
-        print(f"[infer] {len(unreadable)} image(s) unreadable, scored with the training prevalence "
-              f"{np.round(prev, 3).tolist()}; listed in {side_path(out, 'unreadable.csv')}:", file=sys.stderr)
+        print(f"[infer] {len(unreadable)} image(s) unreadable, scored as if every fold had predicted the training "
+              f"prevalence {np.round(prev, 3).tolist()}; listed in {side_path(out, 'unreadable.csv')}:",
+              file=sys.stderr)
         for u in unreadable[:10]:
             print(f"  {u['error']}", file=sys.stderr)
     sec = res["seconds"]
-    info = {"run": str(run), "vote": cfg.vote, "tta": cfg.tta, "folds": [f["fold"] for f in folds],
+    info = {"runs": [str(r) for r in runs], "vote": cfg.vote, "tta": cfg.tta, "folds": [f["fold"] for f in folds],
             "arch": folds[0]["arch"], "labels": labels, "thresholds": {f["fold"]: f["thresholds"].tolist()
                                                                         for f in folds},
             "thresholds_missing": no_thr, "preprocess": dataclasses.asdict(pcfg), "n": len(ids),

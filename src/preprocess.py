@@ -496,7 +496,8 @@ def rectify(img: np.ndarray, quad: np.ndarray, size: tuple[int, int]) -> np.ndar
 def _roi_crop(img: np.ndarray, cfg: PreprocessConfig, info: dict, size: tuple[int, int]) -> np.ndarray:
     """The detected grid box (plus margin) resized to `size`; a portrait box is turned to landscape."""
     h, w = img.shape[:2]
-    r = detect_roi_info(img, cfg.roi_weights or None, cfg.roi_conf)
+    # CPU, named: this runs in forked workers (cache pool, infer's loader), which cannot initialise CUDA (src.roi)
+    r = detect_roi_info(img, cfg.roi_weights or None, cfg.roi_conf, device="cpu")
     x0, y0, x1, y1 = r["box"]
     mx, my = cfg.margin * (x1 - x0), cfg.margin * (y1 - y0)
     x0, y0 = int(max(0, np.floor(x0 - mx))), int(max(0, np.floor(y0 - my)))

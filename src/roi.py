@@ -8,6 +8,11 @@ classical OpenCV fallback so preprocessing never needs a trained model.
 
 In Python: `detect_roi(img, weights=None, conf=0.25) -> ([x0, y0, x1, y1], confidence)` (photo pixels).
 
+Device: every ultralytics call is given its device (`device="cpu"` unless the caller names one). Left to itself,
+ultralytics picks CUDA whenever a GPU exists, and preprocessing runs in forked worker processes (src.preprocess's
+pool, src.infer's loader) where a CUDA process's child cannot initialise CUDA: every image would fail. On the CPU
+the detector also gives the cache and the test images the same boxes. `train` and `predict` take --device.
+
 Training writes outputs/roi/<name>/: config.yaml, git.txt, best.pt (stable path for preprocessing), metrics.json
 (mAP and the mean IoU of the top box on the val split), yolo/ (ultralytics' own run folder: last.pt, results.csv).
 
@@ -86,19 +91,29 @@ def import_yolo():
 # ----------------------------------------------------------------------------------------------------------------
 # Detection
 # ----------------------------------------------------------------------------------------------------------------
-_MODELS: dict[str, object] = {}
+_MODELS: dict[tuple[str, str], object] = {}
 
 
-def load_model(weights: str | Path):
-    """A YOLO model per weights path, loaded once per process."""
-    key = str(Path(weights).resolve())
+def yolo_device(spec: str = "") -> str:
+    """An ultralytics device string: `spec` itself, or for '' the first GPU when there is one, else the CPU. Only for
+    processes that run the detector themselves (never in a forked worker; see the module docstring)."""
+    if spec:
+        return spec
+    import torch
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(weights: str | Path, device: str = "cpu"):
+    """A YOLO model per (weights path, device), loaded once per process (ultralytics fixes a model's device at its
+    first predict, so each device gets its own copy)."""
+    key = (str(Path(weights).resolve()), str(device))
     if key not in _MODELS:
         if not Path(weights).exists():
             raise FileNotFoundError(f"ROI weights {weights} not found; train them with `python -m src.roi train` or "
                                     f"leave roi_weights empty to use the OpenCV fallback")
         YOLO = import_yolo()
         with keep_threads():
-            _MODELS[key] = YOLO(key, task="detect")
+            _MODELS[key] = YOLO(key[0], task="detect")
     return _MODELS[key]
 
 
@@ -116,15 +131,19 @@ def downscale(img: np.ndarray, side: int) -> tuple[np.ndarray, float]:
     return small, float(k)
 
 
-def yolo_roi(img: np.ndarray, weights: str | Path) -> tuple[list[float] | None, float]:
-    """Top YOLO box in photo pixels and its confidence ((None, 0.0) when it finds nothing)."""
-    model = load_model(weights)
+def yolo_roi(img: np.ndarray, weights: str | Path, device: str = "cpu") -> tuple[list[float] | None, float]:
+    """Top YOLO box in photo pixels and its confidence ((None, 0.0) when it finds nothing), run on `device` ('cpu',
+    '0', ...; never ultralytics' own choice, see the module docstring)."""
+    if not device:
+        raise ValueError("yolo_roi needs an explicit device ('cpu', '0'): ultralytics' automatic choice takes CUDA, "
+                         "which a forked worker process cannot initialise")
+    model = load_model(weights, device)
     imgsz = (getattr(model, "ckpt", None) or {}).get("train_args", {}).get("imgsz") or 416  # predict as trained
     imgsz = int(max(imgsz) if isinstance(imgsz, (list, tuple)) else imgsz)
     small, f = downscale(img, imgsz)
     with keep_threads():
         res = model.predict(np.ascontiguousarray(small[..., ::-1]), imgsz=imgsz, conf=0.01, max_det=1,
-                            verbose=False)[0]  # numpy input is taken as BGR
+                            device=device, verbose=False)[0]  # numpy input is taken as BGR
     if res.boxes is None or len(res.boxes) == 0:
         return None, 0.0
     b = res.boxes.xyxy[0].cpu().numpy().astype(float) * f
@@ -358,21 +377,23 @@ def classical_roi(img: np.ndarray) -> tuple[list[float], float, str]:
     return [float(v) for v in fb], float(fill), method
 
 
-def detect_roi_info(img: np.ndarray, weights: str | Path | None = None, conf: float = 0.25) -> dict:
-    """{"box", "confidence", "method": yolo | grid | ruled | trace | none, "yolo_conf"}: YOLO when weights are given and it
-    is at least `conf` sure, otherwise the classical fallback."""
+def detect_roi_info(img: np.ndarray, weights: str | Path | None = None, conf: float = 0.25, device: str = "cpu"
+                    ) -> dict:
+    """{"box", "confidence", "method": yolo | grid | ruled | trace | none, "yolo_conf"}: YOLO (on `device`) when weights
+    are given and it is at least `conf` sure, otherwise the classical fallback."""
     yconf = None
     if weights:
-        box, yconf = yolo_roi(img, weights)
+        box, yconf = yolo_roi(img, weights, device)
         if box is not None and yconf >= conf:
             return {"box": box, "confidence": yconf, "method": "yolo", "yolo_conf": yconf}
     box, score, method = classical_roi(img)
     return {"box": box, "confidence": score, "method": method, "yolo_conf": yconf}
 
 
-def detect_roi(img: np.ndarray, weights: str | Path | None = None, conf: float = 0.25) -> tuple[list[float], float]:
+def detect_roi(img: np.ndarray, weights: str | Path | None = None, conf: float = 0.25, device: str = "cpu"
+               ) -> tuple[list[float], float]:
     """(box [x0, y0, x1, y1] in photo pixels, confidence) of the printed grid area; see detect_roi_info."""
-    r = detect_roi_info(img, weights, conf)
+    r = detect_roi_info(img, weights, conf, device)
     return r["box"], r["confidence"]
 
 
@@ -413,16 +434,17 @@ def _image_size(p: Path) -> tuple[int, int]:
         return im.size
 
 
-def evaluate(samples, weights: str | Path | None, conf: float = 0.25, yolo_only: bool = False) -> dict:
-    """Mean IoU of detected vs true boxes over [(image path or RGB array, true box)]."""
+def evaluate(samples, weights: str | Path | None, conf: float = 0.25, yolo_only: bool = False, device: str = "cpu"
+             ) -> dict:
+    """Mean IoU of detected vs true boxes over [(image path or RGB array, true box)], YOLO on `device`."""
     ious, methods = [], {}
     for src, true in samples:
         img = imread(src) if isinstance(src, (str, Path)) else src
         if yolo_only:
-            box, _ = yolo_roi(img, weights)
+            box, _ = yolo_roi(img, weights, device)
             method = "yolo"
         else:
-            r = detect_roi_info(img, weights, conf)
+            r = detect_roi_info(img, weights, conf, device)
             box, method = r["box"], r["method"]
         ious.append(iou(box, true) if box is not None else 0.0)
         methods[method] = methods.get(method, 0) + 1
@@ -519,9 +541,8 @@ def train(cfg: RoiTrainConfig) -> dict:
     out = Path(cfg.out) if cfg.out else run_dir("roi", cfg.name)
     prepare_run_dir(out, cfg)
     YOLO = import_yolo()
-    import torch
     set_threads(cfg.threads)
-    device = cfg.device or ("0" if torch.cuda.is_available() else "cpu")
+    device = yolo_device(cfg.device)
     on_cuda = device != "cpu"
     amp = on_cuda if cfg.amp == "auto" else cfg.amp.lower() in ("1", "true", "yes")
     if amp:
@@ -547,9 +568,10 @@ def train(cfg: RoiTrainConfig) -> dict:
     best = Path(model.trainer.best if Path(model.trainer.best).exists() else model.trainer.last)
     with atomic_path(out / "best.pt") as tmp:
         shutil.copyfile(best, tmp)
-    _MODELS.pop(str((out / "best.pt").resolve()), None)
+    for key in [k for k in _MODELS if k[0] == str((out / "best.pt").resolve())]:
+        del _MODELS[key]  # a retrain replaced that file
     raw = {k: float(v) for k, v in (model.trainer.metrics or {}).items() if isinstance(v, (int, float))}
-    val = evaluate(read_split(data, "val"), out / "best.pt", yolo_only=True)
+    val = evaluate(read_split(data, "val"), out / "best.pt", yolo_only=True, device=device)
     metrics = {"mAP50": raw.get("metrics/mAP50(B)"), "mAP50-95": raw.get("metrics/mAP50-95(B)"),
                "val_mean_iou": val["mean_iou"], "val_frac_iou_ge_0.9": val["frac_iou_ge_0.9"], "n_val": val["n"],
                "epochs": int(getattr(model.trainer, "epoch", cfg.epochs - 1)) + 1, "imgsz": cfg.imgsz,
@@ -571,6 +593,7 @@ class RoiPredictConfig:
     weights: str = ""  # YOLO weights (e.g. outputs/roi/yolov8n/best.pt); '' = OpenCV fallback only
     conf: float = 0.25  # below this YOLO confidence the fallback is used
     out: str = ""  # output CSV (default outputs/roi/predict/<src name>.csv)
+    device: str = ""  # '' = cuda:0 when available else cpu; or 'cpu', '0'
 
 
 def predict(cfg: RoiPredictConfig):
@@ -580,9 +603,10 @@ def predict(cfg: RoiPredictConfig):
         raise SystemExit(f"--src {src} does not exist")
     files = [src] if src.is_file() else sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     rows = []
+    device = yolo_device(cfg.device)
     for p in files:
         try:
-            r = detect_roi_info(imread(p), cfg.weights or None, cfg.conf)
+            r = detect_roi_info(imread(p), cfg.weights or None, cfg.conf, device)
         except OSError as e:  # one unreadable image never stops the run
             rows.append({"id": p.stem, "path": str(p), "error": str(e)})
             continue

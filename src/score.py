@@ -175,10 +175,10 @@ def align(sub, sol, sub_name: str = "submission", sol_name: str = "solution"):
     sub = sub.set_index(id_col).loc[sol[id_col]]
     for c in labels:
         col = pd.to_numeric(sub[c], errors="coerce")
-        bad = sub.index[col.isna()].tolist()
+        bad = sub.index[~np.isfinite(col.to_numpy(dtype=float))].tolist()  # NaN, inf, -inf, text
         if bad:
-            raise SubmissionError(f"{sub_name}: column {c} has {len(bad)} NaN or non-numeric score(s), e.g. ids "
-                                  f"{bad[:5]}; every cell needs a number")
+            raise SubmissionError(f"{sub_name}: column {c} has {len(bad)} NaN, infinite or non-numeric score(s), e.g. "
+                                  f"ids {bad[:5]}; every cell needs a finite number")
         sub[c] = col
     truth = sol[labels].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     if np.isnan(truth).any() or not np.isin(truth, (0, 1)).all():

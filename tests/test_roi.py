@@ -70,6 +70,41 @@ def test_detect_roi_without_weights_is_the_fallback(photos):
         detect_roi(img, weights="/nonexistent/best.pt")
 
 
+def test_every_yolo_call_names_its_device(photos, monkeypatch, tmp_path):
+    """Left to itself ultralytics takes CUDA whenever a GPU exists, and a forked worker of a CUDA process cannot
+    initialise it (issue 21: every test image failed). Preprocessing asks for the CPU by name, a caller's device
+    reaches predict, an empty one is refused, and each device gets its own model (ultralytics fixes it at first use)."""
+    from types import SimpleNamespace
+    from src import roi
+    from src.preprocess import PreprocessConfig, preprocess_image
+    img, _ = photos[0]
+    calls = []
+
+    class FakeModel:
+        ckpt = {"train_args": {"imgsz": 96}}
+
+        def predict(self, source, **kw):
+            calls.append(kw.get("device"))
+            return [SimpleNamespace(boxes=None)]  # nothing found: the classical fallback answers
+
+    monkeypatch.setattr(roi, "load_model", lambda weights, device: FakeModel())
+    preprocess_image(img, PreprocessConfig(strategy="roi_clahe", size=(64, 96), roi_weights="w.pt"))
+    assert calls == ["cpu"]
+    assert detect_roi_info(img, "w.pt", device="0")["method"] in ("grid", "ruled", "trace", "none")
+    assert calls == ["cpu", "0"]
+    with pytest.raises(ValueError, match="explicit device"):
+        roi.yolo_roi(img, "w.pt", device="")
+    monkeypatch.undo()
+
+    built = []
+    monkeypatch.setattr(roi, "import_yolo", lambda: lambda path, task: built.append(path) or object())
+    monkeypatch.setattr(roi, "_MODELS", {})
+    w = tmp_path / "w.pt"
+    w.write_bytes(b"weights")
+    assert roi.load_model(w, "cpu") is roi.load_model(w, "cpu") is not roi.load_model(w, "0")
+    assert built == [str(w.resolve())] * 2
+
+
 # Runs in a fresh interpreter: counts every attempt to resolve or connect to a non-loopback address (and blocks it),
 # then trains, predicts, and reports the thread count ultralytics would otherwise have lowered.
 _GUARD = textwrap.dedent("""

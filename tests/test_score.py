@@ -96,6 +96,7 @@ def test_cli_reports_public_private_overall(tmp_path, capsys):
     ("missing_id", r"1 id\(s\) of the solution are missing.*t005"),
     ("extra_id", r"1 id\(s\) not in the solution.*zzz"),
     ("nan", r"column AF has 1 NaN.*t007"),
+    ("inf", r"column MI has 2 NaN, infinite.*t002.*t009|column MI has 2 NaN, infinite.*t009.*t002"),
     ("duplicate", r"duplicate id.*t003"),
     ("missing_col", r"missing \['HYP'\]"),
     ("extra_col", r"unexpected \['NORM'\]"),
@@ -110,6 +111,9 @@ def test_cli_rejects_bad_submissions_naming_the_file(tmp_path, defect, message):
         sub = pd.concat([sub, sub.iloc[:1].assign(id="zzz")])
     elif defect == "nan":
         sub.loc[sub["id"] == "t007", "AF"] = np.nan
+    elif defect == "inf":  # sklearn's roc_auc_score raises on these; the check names them first
+        sub.loc[sub["id"] == "t002", "MI"] = np.inf
+        sub.loc[sub["id"] == "t009", "MI"] = -np.inf
     elif defect == "duplicate":
         sub = pd.concat([sub, sub[sub["id"] == "t003"]])
     elif defect == "missing_col":
