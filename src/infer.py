@@ -59,7 +59,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .config import find_input, parse_args, paths
+from .config import find_input, find_inputs, parse_args, paths
 from .utils import ImageReadError, default_workers, imread, opencv_before_fork, set_threads, write_csv, write_json
 
 VOTES = ("hard_tiebreak", "hard", "soft", "rank")
@@ -130,7 +130,7 @@ def vote_with_fallback(probs: np.ndarray, bad: np.ndarray, fallback: np.ndarray,
 # ----------------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class InferConfig:
-    run: str  # Stage II run folder (outputs/train/<name> or <name>), or a comma list: fold<k> gathered from all
+    run: str  # Stage II run folder (outputs/train/<name> or <name>), a comma list or a glob: fold<k> gathered from all
     vote: str = "hard_tiebreak"  # fold ensembling: hard_tiebreak (hard, ties ordered by mean prob) | hard (the
     # paper's: share of folds above their threshold) | soft (mean probability) | rank (mean per-fold rank)
     tta: str = "none"  # none | flip (left-right mirror; unphysical for ECG pages, see the module docstring)
@@ -159,8 +159,18 @@ def resolve_run(run: str | Path) -> Path:
 
 
 def resolve_runs(spec: str) -> list[Path]:
-    """The run folders of a comma list (each as resolve_run), each once."""
-    runs = [resolve_run(r.strip()) for r in str(spec).split(",") if r.strip()]
+    """The run folders of a comma list, each once: a name or path as resolve_run, or a glob such as
+    `*/outputs/train/stage2` (every attached Stage II output on Kaggle) that must match at least one folder."""
+    runs = []
+    for r in (r.strip() for r in str(spec).split(",")):
+        if any(c in r for c in "*?["):
+            hits = [h for h in find_inputs(r) if (h / "config.yaml").is_file()]
+            if not hits:
+                raise SystemExit(f"--run {r}: no run folder matches this pattern (as a path or under the input roots "
+                                 f"{', '.join(map(str, paths().read_inputs))}); attach a Stage II output")
+            runs += hits
+        elif r:
+            runs.append(resolve_run(r))
     if not runs:
         raise SystemExit("--run is empty: give a Stage II run folder (or a comma list of them)")
     return list(dict.fromkeys(r.resolve() for r in runs))

@@ -299,6 +299,12 @@ def test_folds_are_gathered_from_several_run_folders(tiny_run, tmp_path):
     one = _infer(tiny_run, "--vote=soft", f"--out={tmp_path / 'one.csv'}", "--workers=0")
     assert both["info"]["folds"] == [0, 1] and len(both["info"]["runs"]) == 2
     assert np.allclose(both["probs"], one["probs"], atol=1e-6)
+    # a glob gathers the same folders (every attached Stage II output on Kaggle); one that matches nothing is an error
+    glob = _infer(tiny_run, f"--run={tmp_path}/session*/stage2", "--vote=soft", f"--out={tmp_path / 'g.csv'}",
+                  "--workers=0")
+    assert glob["info"]["folds"] == [0, 1] and np.array_equal(glob["probs"], both["probs"])
+    with pytest.raises(SystemExit, match="no run folder matches"):
+        _infer(tiny_run, f"--run={tmp_path}/nothing*/stage2", f"--out={tmp_path / 'x.csv'}")
     # the same fold attached twice (identical bytes) is used once
     shutil.copytree(run / "fold1", a / "fold1")
     assert _infer(tiny_run, f"--run={a},{b}", "--vote=soft", f"--out={tmp_path / 'dup.csv'}",
