@@ -38,7 +38,7 @@ from pathlib import Path
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.tags import Tag, compatible_tags, cpython_tags, sys_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
@@ -75,13 +75,13 @@ KAGGLE_SHIPS = {
 
 @dataclasses.dataclass
 class BundleConfig:
-    mode: str = "build"  # build: make the bundle here | install: check Kaggle's packages, pip-install the wheels offline, check imports (from <bundle>/ecgka) | check: import every src module and what it imports, name what is missing
+    mode: str = "build"  # build: make it here | install: checked offline install (from <bundle>/ecgka) | check: imports
     out: str = ""  # bundle folder (default: outputs/bundle/ecgka-bundle)
     kaggle_user: str = "your-kaggle-username"  # owner of the Kaggle dataset (dataset-metadata.json id)
     slug: str = "ecgka-bundle"  # dataset slug; kernels attach /kaggle/input/<slug>
-    wheels: bool = True  # fetch and build the wheels (needs PyPI); false: source only, install then only checks that the pinned packages are already there (tests)
+    wheels: bool = True  # fetch/build the wheels (needs PyPI); false: source only (install checks the pins are there)
     python_version: str = "3.12"  # the interpreter the wheels are for (Kaggle's image: 3.12 since Dec 2025)
-    glibc: str = "2.31"  # newest glibc a compiled wheel may need (manylinux_2_X); a floor every Kaggle image since 2024 meets
+    glibc: str = "2.31"  # newest glibc a compiled wheel may need (manylinux_2_X); Kaggle's was 2.31 in 2024, newer now
 
 
 def pins() -> list[str]:
@@ -111,10 +111,9 @@ def target_tags(python_version: str, glibc: str) -> set[Tag]:
         compatible_tags((major, minor), interpreter=f"cp{major}{minor}", platforms=plats))
 
 
-def incompatible(wheels: list[str], python_version: str, glibc: str) -> list[str]:
-    """The wheel file names among `wheels` that the target interpreter cannot install."""
-    ok = target_tags(python_version, glibc)
-    return [w for w in wheels if not parse_wheel_filename(w)[3] & ok]
+def incompatible(wheels: list[str], accepted: set[Tag]) -> list[str]:
+    """The wheel file names among `wheels` that an interpreter accepting the tags `accepted` cannot install."""
+    return [w for w in wheels if not parse_wheel_filename(w)[3] & accepted]
 
 
 def requires(wheel: Path, environment: dict[str, str] | None = None) -> list[Requirement]:
@@ -167,7 +166,7 @@ def fetch_wheels(reqs: list[str], dst: Path, python_version: str, glibc: str) ->
                 shutil.move(f, dst / f.name)
             else:  # a source distribution: build its wheel here (the tag check below rejects a compiled one)
                 subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(dst), str(f)], check=True)
-    bad = incompatible([w.name for w in dst.glob("*.whl")], python_version, glibc)
+    bad = incompatible([w.name for w in dst.glob("*.whl")], target_tags(python_version, glibc))
     if bad:
         raise SystemExit(f"wheels not installable on CPython {python_version} / glibc {glibc}: {bad}; a source "
                          f"distribution built here is compiled for Python {sys.version_info[0]}.{sys.version_info[1]}: "
@@ -194,14 +193,16 @@ def build(cfg: BundleConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     reqs = pins()
     n = copy_source(out / "ecgka")
-    wheel_dir = out / "wheels"
-    if wheel_dir.exists():
-        shutil.rmtree(wheel_dir)
+    wheel_dir, partial = out / "wheels", out / "wheels.partial"
+    for d in (wheel_dir, partial):
+        if d.exists():
+            shutil.rmtree(d)
     if cfg.wheels:
-        wheel_dir.mkdir()
-        fetch_wheels(reqs, wheel_dir, cfg.python_version, cfg.glibc)
-        shipped_needs(sorted(wheel_dir.glob("*.whl")),
+        partial.mkdir()
+        fetch_wheels(reqs, partial, cfg.python_version, cfg.glibc)
+        shipped_needs(sorted(partial.glob("*.whl")),
                       {"python_version": cfg.python_version, "python_full_version": cfg.python_version + ".0"})
+        partial.rename(wheel_dir)
     write_text(out / "requirements-kaggle.txt", "\n".join(reqs) + "\n")
     write_text(out / "dataset-metadata.json", json.dumps(
         {"title": "ecgka bundle", "id": f"{cfg.kaggle_user}/{cfg.slug}", "licenses": [{"name": "other"}]}, indent=1))
@@ -243,13 +244,18 @@ def install() -> None:
     if not reqs.exists():
         raise SystemExit(f"{reqs} not found: attach the dataset built by `python -m src.bundle` to this notebook")
     wheels = bundle / "wheels"
+    bad = incompatible([w.name for w in wheels.glob("*.whl")], set(sys_tags()))
+    if bad:
+        raise SystemExit(f"[bundle] wheels made for another Python or platform: {bad}; this is Python "
+                         f"{sys.version.split()[0]}: rebuild the bundle with --python_version="
+                         f"{sys.version_info[0]}.{sys.version_info[1]} and upload it again")
     check_shipped(sorted(wheels.glob("*.whl")))
     # no wheels (a source-only bundle): the pinned packages must already be installed, else pip names the missing one
     cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-r", str(reqs)]
     if wheels.is_dir():
         cmd += ["--find-links", str(wheels)]
     subprocess.run(cmd, check=True)
-    print(f"[bundle] installed {reqs.name} from {wheels if wheels.is_dir() else 'the local environment'}", flush=True)
+    print(f"[bundle] installed {reqs.name} from {wheels if wheels.is_dir() else 'this environment'}", flush=True)
     # a fresh interpreter sees what was just installed, not what this one imported before
     if subprocess.run([sys.executable, "-m", "src.bundle", "check"], cwd=REPO).returncode:
         raise SystemExit("[bundle] installed, but the kit cannot import everything it needs (listed above)")

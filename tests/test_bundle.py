@@ -22,7 +22,9 @@ MODULE = {"timm": "timm", "ultralytics": "ultralytics", "albumentations": "album
 
 
 def _unshare_ok() -> bool:
-    return bool(shutil.which("unshare")) and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+    if not shutil.which("unshare"):
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def test_pins_come_from_requirements_and_extra_pins(monkeypatch):
     assert got[:len(bundle.BUNDLED)] == [reqs[n] for n in bundle.BUNDLED]
     assert got[len(bundle.BUNDLED):] == [f"{n}=={v}" for n, (v, _) in bundle.EXTRA_PINS.items()]
     assert all(reason for _, reason in bundle.EXTRA_PINS.values())
-    assert not set(bundle.BUNDLED) & set(bundle.KAGGLE_SHIPS) and not set(bundle.EXTRA_PINS) & set(bundle.KAGGLE_SHIPS)
+    assert not (set(bundle.BUNDLED) | set(bundle.EXTRA_PINS)) & set(bundle.KAGGLE_SHIPS)
     monkeypatch.setitem(bundle.EXTRA_PINS, "timm", ("1.0.0", "a second pin"))
     with pytest.raises(SystemExit, match="timm.*keep one pin"):
         bundle.pins()
@@ -60,17 +62,17 @@ def test_bundle_contents(built):
 
 def test_wheel_tags_match_target(built, tmp_path):
     wheels = sorted(p.name for p in (built / "wheels").glob("*.whl"))
-    assert bundle.incompatible(wheels, HERE, "2.31") == []
+    assert bundle.incompatible(wheels, bundle.target_tags(HERE, "2.31")) == []
     compiled = [w for w in wheels if not w.endswith("-py3-none-any.whl")]
     assert {w.split("-")[0] for w in compiled} == {"simsimd", "stringzilla"}
     other = "3.12" if HERE != "3.12" else "3.13"  # a wheel compiled for this interpreter does not suit another one
-    assert bundle.incompatible(wheels, other, "2.31") == compiled
+    assert bundle.incompatible(wheels, bundle.target_tags(other, "2.31")) == compiled
     fake = ["a-1-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", "b-1-cp312-abi3-manylinux1_x86_64.whl",
-            "c-1-py3-none-any.whl", "d-1-cp312-cp312-manylinux_2_34_x86_64.whl", "e-1-cp313-cp313-manylinux1_x86_64.whl",
-            "f-1-cp312-cp312-musllinux_1_2_x86_64.whl", "g-1-cp312-cp312-manylinux_2_17_aarch64.whl",
-            "h-1-cp311-cp311-manylinux1_x86_64.whl"]
-    assert bundle.incompatible(fake, "3.12", "2.31") == fake[3:]
-    assert bundle.incompatible(fake, "3.12", "2.35") == fake[4:]
+            "c-1-py3-none-any.whl", "d-1-cp312-cp312-manylinux_2_34_x86_64.whl",  # these four suit glibc 2.34
+            "e-1-cp313-cp313-manylinux1_x86_64.whl", "f-1-cp312-cp312-musllinux_1_2_x86_64.whl",
+            "g-1-cp312-cp312-manylinux_2_17_aarch64.whl", "h-1-cp311-cp311-manylinux1_x86_64.whl"]
+    assert bundle.incompatible(fake, bundle.target_tags("3.12", "2.31")) == fake[3:]
+    assert bundle.incompatible(fake, bundle.target_tags("3.12", "2.35")) == fake[4:]
     # the real compiled pins exist for Kaggle's 3.12 (the build's own tag check runs on what it fetched)
     dst = tmp_path / "w312"
     dst.mkdir()
@@ -102,6 +104,16 @@ def test_install_refuses_an_image_that_lacks_what_the_kit_needs(built, monkeypat
     monkeypatch.setitem(bundle.KAGGLE_SHIPS, "torch", ">=99")
     with pytest.raises(SystemExit, match=r"torch .* is installed, but ecgka needs >=99"):
         bundle.check_shipped(wheels)
+
+
+def test_install_refuses_wheels_for_another_python(built, tmp_path):
+    shutil.copytree(built / "ecgka", tmp_path / "b/ecgka")
+    shutil.copy(built / "requirements-kaggle.txt", tmp_path / "b")
+    (tmp_path / "b/wheels").mkdir()
+    (tmp_path / "b/wheels/simsimd-6.5.16-cp399-cp399-manylinux1_x86_64.whl").touch()
+    r = subprocess.run([sys.executable, "-m", "src.bundle", "install"], cwd=tmp_path / "b/ecgka", capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0 and f"rebuild the bundle with --python_version={HERE}" in r.stderr, r.stderr[-2000:]
 
 
 def test_import_check_names_the_missing_module(tmp_path):
