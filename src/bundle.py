@@ -35,7 +35,6 @@ import time
 import zipfile
 from pathlib import Path
 
-from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.tags import Tag, compatible_tags, cpython_tags, sys_tags
@@ -57,7 +56,7 @@ EXTRA_PINS = {
     "ultralytics-thop": ("2.2.3", "ultralytics 8.4.190 requires ultralytics-thop>=2.2.3"),
     "ultralytics-platform": ("0.1.99", "ultralytics 8.4.190 requires ultralytics-platform>=0.1.45 on Python>=3.11"),
     "nvidia-ml-py": ("13.615.71", "ultralytics 8.4.190 requires nvidia-ml-py>=12.0.0; Kaggle's CPU image lacks it"),
-    "ttach": ("0.0.3", "grad-cam 1.5.7 requires ttach (unpinned); its only release line"),
+    "ttach": ("0.0.3", "grad-cam 1.5.7 requires ttach (unpinned); its latest release"),
 }
 
 # What the Kaggle image ships and the bundle leaves alone (its CPU image's package list, Kaggle/docker-python
@@ -123,7 +122,7 @@ def requires(wheel: Path, environment: dict[str, str] | None = None) -> list[Req
         msg = email.parser.Parser().parsestr(z.read(meta).decode())
     env = {"extra": "", **(environment or {})}
     reqs = [Requirement(r) for r in msg.get_all("Requires-Dist") or []]
-    return [r for r in reqs if r.marker is None or Marker(str(r.marker)).evaluate(env)]
+    return [r for r in reqs if r.marker is None or r.marker.evaluate(env)]
 
 
 def shipped_needs(wheels: list[Path], environment: dict[str, str] | None = None) -> dict[str, list[tuple[str, str]]]:
