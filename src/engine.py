@@ -16,9 +16,12 @@ Choices (why):
   and AMP is tried at decreasing micro-batch sizes (divisors of batch_size / ranks) until one fits below
   (1 - BATCH_FIT_HEADROOM) of the GPU's memory, with the optimizer state (and EMA copy, DDP buckets) held as a
   reserve block meanwhile; accumulation makes up the rest, so the recipe (images per optimizer step) never changes.
-  Ranks take the smallest micro-batch any of them found. ConvNeXt-Base at 512x768 keeps ~1 GB of activations per
-  image under fp16 (bench/memory.py), so a 15 GB T4 cannot hold the paper's 16-32 images at once; --grad_checkpointing
-  (timm's set_grad_checkpointing: activations recomputed in the backward pass) trades ~30 % time for memory.
+  Ranks take the smallest micro-batch any of them found; the result goes to <run>/batch_fit.json and the log. A resume
+  probes again, so on another GPU type it may split the same batch differently (the recipe stays; the floating-point
+  order does not). ConvNeXt-Base at 512x768 keeps ~0.85 GiB of activations per image under 16-bit autocast
+  (bench/memory.py), so a 15 GB T4 cannot hold the paper's 16-32 images at once; --grad_checkpointing (timm's
+  set_grad_checkpointing: each block's forward is run again in the backward pass, ~1/3 more compute) keeps only the
+  blocks' inputs.
 - Resume is exact at epoch boundaries: last.pt holds model, optimizer, scheduler, scaler, EMA, early-stopping state,
   history and every RNG state (per rank); samplers and augmentation are seeded from (seed, epoch), not from state.
 - best.pt holds the weights that were validated (the EMA copy when EMA is on) and no optimizer: it is for inference.
@@ -56,7 +59,7 @@ class FitConfig:
     batch_size: int = 32  # images per optimizer step over all ranks and accumulation steps (paper: 32)
     accum_steps: int = 1  # micro-batches accumulated per optimizer step (trades memory for time)
     batch_fit: bool = True  # CUDA: probe the largest micro-batch that fits and raise accum_steps to keep batch_size
-    grad_checkpointing: bool = False  # recompute activations in the backward pass (timm): less memory, ~30 % slower
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (timm): far less memory, ~1/3 more compute
     lr: float = 1e-4  # AdamW peak learning rate (paper: 1e-4)
     weight_decay: float = 1e-2  # AdamW weight decay; norms and biases are not decayed
     warmup_epochs: float = 1.0  # linear warm-up length, then cosine decay, stepped per optimizer step

@@ -37,7 +37,8 @@ def _comp(tmp_path, n=15, n_folds=3):
 
 def test_help_lists_every_option(capsys):
     for mod, must in ((train, ["--init", "--fold", "--cache", "--ema_decay", "--session_epochs"]),
-                      (pretrain, ["--sources", "--source_weights", "--val_frac", "--amp"])):
+                      (pretrain, ["--sources", "--source_weights", "--val_frac", "--amp", "--grad_checkpointing=False",
+                                  "--batch_fit=True", "--pretrained="])):
         with pytest.raises(SystemExit) as e:
             mod.main(["--help"])
         assert e.value.code == 0
