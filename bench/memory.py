@@ -33,7 +33,7 @@ GIB = 2 ** 30
 class MemoryConfig:
     arch: str = "convnext_base"  # timm backbone
     size: tuple[int, ...] = (512, 768)  # input H,W
-    batches: tuple[int, ...] = (1, 4)  # two batch sizes; per image = growth difference / size difference (wide: less noise)
+    batches: tuple[int, ...] = (1, 4)  # two batch sizes; per image = growth difference / size difference
     threads: int = 2  # torch threads in each measuring process
     gpu_gib: float = 14.75  # the GPU's total memory (a 15 GB T4: 15,843,721,216 bytes); the batch fit limits to 90 %
     batch_size: int = 32  # images per optimizer step to split into micro-batch x accum x ranks (paper: 32)

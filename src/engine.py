@@ -59,7 +59,7 @@ class FitConfig:
     batch_size: int = 32  # images per optimizer step over all ranks and accumulation steps (paper: 32)
     accum_steps: int = 1  # micro-batches accumulated per optimizer step (trades memory for time)
     batch_fit: bool = True  # CUDA: probe the largest micro-batch that fits and raise accum_steps to keep batch_size
-    grad_checkpointing: bool = False  # recompute activations in the backward pass (timm): far less memory, ~1/3 more compute
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (timm): less memory, ~1/3 more compute
     lr: float = 1e-4  # AdamW peak learning rate (paper: 1e-4)
     weight_decay: float = 1e-2  # AdamW weight decay; norms and biases are not decayed
     warmup_epochs: float = 1.0  # linear warm-up length, then cosine decay, stepped per optimizer step

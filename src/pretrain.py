@@ -16,7 +16,7 @@ source does not have is unknown there and masked out of the loss).
     HF_HUB_OFFLINE=0 python -m src.pretrain --sources=... --pretrained=hub --name=stage1
     python -m src.pretrain --sources=... --pretrained=weights/convnext_base_22k.pth --name=stage1
     # a 15 GB T4: the micro-batch that fits is found on the GPU (--batch_fit, on by default; accumulation keeps
-    # --batch_size); --grad_checkpointing fits ~3x more images per micro-batch at ~30 % more time
+    # --batch_size); --grad_checkpointing keeps 4-8x less per image (bench/memory.py) for ~1/3 more compute
     python -m src.pretrain --sources=... --grad_checkpointing --name=stage1
     # a session ended (e.g. Kaggle's 12 h): the same command plus --resume continues exactly
     python -m src.pretrain --sources=... --name=stage1 --resume
