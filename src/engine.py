@@ -12,6 +12,16 @@ Choices (why):
   split across GPUs, and no padding duplicate can bias the AUROC (the count is checked against the set's size).
 - `batch_size` is the images per optimizer step over all ranks and accumulation steps (the paper's 32), so a
   1-GPU, 2-GPU or accumulated run follow the same recipe; micro-batch = batch_size / (ranks x accum_steps).
+- Batch fit (CUDA, `--batch_fit`): before training, one forward + backward of the real model at the real input size
+  and AMP is tried at decreasing micro-batch sizes (divisors of batch_size / ranks) until one fits below
+  (1 - BATCH_FIT_HEADROOM) of the GPU's memory, with the optimizer state (and EMA copy, DDP buckets) held as a
+  reserve block meanwhile; accumulation makes up the rest, so the recipe (images per optimizer step) never changes.
+  Ranks take the smallest micro-batch any of them found; the result goes to <run>/batch_fit.json and the log. A resume
+  probes again, so on another GPU type it may split the same batch differently (the recipe stays; the floating-point
+  order does not). ConvNeXt-Base at 512x768 keeps ~0.85 GiB of activations per image under 16-bit autocast
+  (bench/memory.py), so a 15 GB T4 cannot hold the paper's 16-32 images at once; --grad_checkpointing (timm's
+  set_grad_checkpointing: each block's forward is run again in the backward pass, ~1/3 more compute) keeps only the
+  blocks' inputs.
 - Resume is exact at epoch boundaries: last.pt holds model, optimizer, scheduler, scaler, EMA, early-stopping state,
   history and every RNG state (per rank); samplers and augmentation are seeded from (seed, epoch), not from state.
 - best.pt holds the weights that were validated (the EMA copy when EMA is on) and no optimizer: it is for inference.
@@ -35,19 +45,21 @@ from .config import config_dict
 from .data import ShardedSampler, make_loader
 from .model import load_checkpoint
 from .score import macro_auroc, per_class_auroc
-from .utils import dist_env, set_threads, torch_save, write_csv, write_text
+from .utils import dist_env, set_threads, torch_save, write_csv, write_json, write_text
 
 
 @dataclasses.dataclass
 class FitConfig:
     """Recipe shared by Stage I (src.pretrain) and Stage II (src.train); defaults are the paper's."""
     arch: str = "convnext_base"  # timm backbone (paper: ConvNeXt-Base, ImageNet-22k weights via --pretrained)
-    pretrained: str = ""  # local timm weights file (.pth/.bin/.safetensors) for the backbone; empty: random init
+    pretrained: str = ""  # backbone init: hub (timm ImageNet; needs HF_HUB_OFFLINE=0) | weights file | empty: random
     drop_rate: float = 0.2  # dropout before the classifier head (paper: 0.2)
     drop_path_rate: float = 0.0  # stochastic depth rate inside the backbone (0 = off)
     epochs: int = 30  # maximum epochs
     batch_size: int = 32  # images per optimizer step over all ranks and accumulation steps (paper: 32)
     accum_steps: int = 1  # micro-batches accumulated per optimizer step (trades memory for time)
+    batch_fit: bool = True  # CUDA: probe the largest micro-batch that fits and raise accum_steps to keep batch_size
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (timm): less memory, ~1/3 more compute
     lr: float = 1e-4  # AdamW peak learning rate (paper: 1e-4)
     weight_decay: float = 1e-2  # AdamW weight decay; norms and biases are not decayed
     warmup_epochs: float = 1.0  # linear warm-up length, then cosine decay, stepped per optimizer step
@@ -167,6 +179,132 @@ def norm_tensors(model, device):
     dc = timm.data.resolve_data_config({}, model=unwrap(model))
     return (torch.tensor(dc["mean"], device=device).view(1, 3, 1, 1),
             torch.tensor(dc["std"], device=device).view(1, 3, 1, 1))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Memory: gradient checkpointing, batch fit
+# ----------------------------------------------------------------------------------------------------------------
+# Share of the GPU's memory the batch fit leaves free: the probe measures one step, while a long run also meets
+# other cuDNN algorithms and workspaces, allocator fragmentation and the validation batches.
+BATCH_FIT_HEADROOM = 0.10
+
+
+def enable_grad_checkpointing(model, arch: str) -> None:
+    """timm's set_grad_checkpointing; an architecture without it is refused by name."""
+    if not hasattr(model, "set_grad_checkpointing"):
+        raise SystemExit(f"--grad_checkpointing: {arch} does not support gradient checkpointing (timm's "
+                         f"set_grad_checkpointing); pass --grad_checkpointing=false")
+    model.set_grad_checkpointing(True)
+
+
+def probe_step(model, rt: Runtime, norm, size: Sequence[int], n: int, n_labels: int,
+               channels_last: bool = True) -> None:
+    """One training forward + backward of `n` random images of `size` (H, W) under the runtime's AMP. Leaves the model
+    as it found it: buffers (BatchNorm statistics) restored, RNG states forked, gradients cleared."""
+    import torch
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+    was_training = model.training
+    model.train()
+    try:
+        with torch.random.fork_rng(devices=[rt.device.index] if rt.device.type == "cuda" else []):
+            x = torch.randint(0, 256, (n, 3, *size), dtype=torch.uint8)
+            y = torch.randint(0, 2, (n, n_labels)).float().to(rt.device)
+            with autocast(rt):
+                logits = model(to_input(x, rt.device, *norm, channels_last))
+            masked_bce(logits, y).backward()
+    finally:
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+        model.train(was_training)
+
+
+def choose_micro_batch(per_rank: int, start: int, try_batch, limit: float, release=lambda: None,
+                       gather=lambda v: [v]) -> dict:
+    """The largest micro-batch m <= start that divides `per_rank` (images per optimizer step on one rank) and fits.
+
+    try_batch(m) runs one step of m images and returns its peak memory in bytes, or raises
+    torch.cuda.OutOfMemoryError; a try fits when it does not raise and its peak is <= limit. release() runs after every
+    try, outside the exception handler (so the failed step's tensors are no longer referenced when memory is freed).
+    gather(v) -> [v of every rank] (DDP): all ranks take the smallest choice. Returns {"micro_batch", "accum_steps",
+    "tries": [{"micro_batch", "fits", "peak_bytes"}] on this rank, "rank_choices"}. No fitting size on some rank
+    raises on every rank.
+    """
+    import torch
+    tries, chosen = [], 0
+    for m in [d for d in range(min(start, per_rank), 0, -1) if per_rank % d == 0]:
+        try:
+            peak = try_batch(m)
+        except torch.cuda.OutOfMemoryError:
+            peak = None
+        release()
+        fits = peak is not None and peak <= limit
+        tries.append({"micro_batch": m, "fits": fits, "peak_bytes": None if peak is None else int(peak)})
+        if fits:
+            chosen = m
+            break
+    choices = list(gather(chosen))
+    micro = min(choices)
+    if micro == 0:
+        raise SystemExit(f"batch fit: not even one image per step fits in {limit / 2**30:.1f} GiB on rank "
+                         f"{choices.index(0)} (tries: {tries}); pass --grad_checkpointing=true, a smaller --arch or a "
+                         f"cache with smaller images")
+    return {"micro_batch": micro, "accum_steps": per_rank // micro, "tries": tries, "rank_choices": choices}
+
+
+def fit_batch(cfg: FitConfig, rt: Runtime, model, size: Sequence[int], n_labels: int, out: Path) -> tuple[int, int]:
+    """(micro-batch, accum_steps) for this run: probed on CUDA when --batch_fit (see the module doc), else as
+    configured. Recorded in out/batch_fit.json and the log."""
+    import gc
+    import torch
+    per_step = rt.world * cfg.accum_steps
+    if cfg.batch_size % per_step:
+        raise ValueError(f"--batch_size={cfg.batch_size} must divide by ranks x accum_steps = {per_step}")
+    micro, per_rank = cfg.batch_size // per_step, cfg.batch_size // rt.world
+    record = {"probed": False, "micro_batch": micro, "accum_steps": cfg.accum_steps, "ranks": rt.world,
+              "batch_size": cfg.batch_size, "size": list(size), "amp": str(rt.amp_dtype),
+              "grad_checkpointing": cfg.grad_checkpointing}
+    if not cfg.batch_fit or rt.device.type != "cuda":
+        why = "off (--batch_fit=false)" if not cfg.batch_fit else f"a no-op on {rt.device.type}"
+        record["reason"] = why
+        msg = f"[fit] batch_fit {why}: micro-batch {micro} x accum {cfg.accum_steps} as configured"
+    else:
+        params = sum(p.numel() * p.element_size() for p in model.parameters())
+        # held during the probe: AdamW's two moments, plus the EMA copy and DDP's gradient buckets when used
+        reserve_bytes = params * (2 + (cfg.ema_decay > 0) + rt.distributed)
+        total = torch.cuda.get_device_properties(rt.device).total_memory
+        limit = (1 - BATCH_FIT_HEADROOM) * total
+        norm = norm_tensors(model, rt.device)
+
+        def try_batch(m: int) -> int:
+            torch.cuda.reset_peak_memory_stats(rt.device)
+            probe_step(model, rt, norm, size, m, n_labels, cfg.channels_last)
+            torch.cuda.synchronize(rt.device)
+            return torch.cuda.max_memory_reserved(rt.device)
+
+        def release() -> None:
+            gc.collect()
+            torch.cuda.empty_cache()
+
+        reserve = torch.empty(reserve_bytes, dtype=torch.uint8, device=rt.device)
+        try:
+            res = choose_micro_batch(per_rank, micro, try_batch, limit, release, lambda v: all_gather(rt, v))
+        finally:
+            del reserve
+            release()
+        micro = res["micro_batch"]
+        record.update(res, probed=True, device=torch.cuda.get_device_name(rt.device), total_bytes=total,
+                      limit_bytes=int(limit), reserve_bytes=reserve_bytes)
+        tried = ", ".join(f"{t['micro_batch']}: " + ("out of memory" if t["peak_bytes"] is None else
+                                                     f"{t['peak_bytes'] / 2**30:.1f} GiB") for t in res["tries"])
+        msg = (f"[fit] batch_fit on {record['device']} ({total / 2**30:.1f} GiB, limit {limit / 2**30:.1f} GiB, "
+               f"reserve {reserve_bytes / 2**30:.2f} GiB; tried {tried}) -> micro-batch {micro} x accum "
+               f"{res['accum_steps']} x ranks {rt.world} = {cfg.batch_size}")
+    if rt.main:
+        write_json(out / "batch_fit.json", record)
+        print(msg, flush=True)
+    return micro, record["accum_steps"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -401,10 +539,11 @@ def fit(cfg: FitConfig, rt: Runtime, model, labels: Sequence[str], train_ds, val
     from timm.utils import ModelEmaV3
     from .data import build_transform
     labels = list(labels)
-    per_step = rt.world * cfg.accum_steps
-    if cfg.batch_size % per_step:
-        raise ValueError(f"--batch_size={cfg.batch_size} must divide by ranks x accum_steps = {per_step}")
-    micro = cfg.batch_size // per_step
+    mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(rt.device, memory_format=mf)
+    if cfg.grad_checkpointing:
+        enable_grad_checkpointing(model, cfg.arch)
+    micro, accum = fit_batch(cfg, rt, model, train_ds.size, len(labels), out)
     train_ds.transform = build_transform(cfg.aug)
     train_ds.seed = val_ds.seed = cfg.seed
     sampler = ShardedSampler(len(train_ds), True, cfg.seed, rt.rank, rt.world, weights=train_weights,
@@ -414,11 +553,9 @@ def fit(cfg: FitConfig, rt: Runtime, model, labels: Sequence[str], train_ds, val
     train_loader = make_loader(train_ds, sampler, micro, cfg.workers, True, cfg.seed, pin)
     val_loader = make_loader(val_ds, val_sampler, micro * 2, cfg.workers, False, cfg.seed, pin)
 
-    mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(rt.device, memory_format=mf)
     norm = norm_tensors(model, rt.device)
     pw = torch.from_numpy(positive_weights(train_ds.targets, cfg.pos_weight, cfg.max_pos_weight)).to(rt.device)
-    steps_per_epoch = math.ceil(len(train_loader) / cfg.accum_steps)
+    steps_per_epoch = math.ceil(len(train_loader) / accum)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     scheduler = build_scheduler(optimizer, cfg.epochs * steps_per_epoch,
                                 max(1, round(cfg.warmup_epochs * steps_per_epoch)), cfg.min_lr_ratio)
@@ -444,8 +581,9 @@ def fit(cfg: FitConfig, rt: Runtime, model, labels: Sequence[str], train_ds, val
         states = ck.get("rng") or []
         if len(states) == rt.world:
             set_rng_state(states[rt.rank])
+        same_recipe = ("resume", "session_epochs", "workers", "threads", "batch_fit", "grad_checkpointing")
         changed = {k: (v, ck["config"].get(k)) for k, v in config_dict(cfg).items()
-                   if k not in ("resume", "session_epochs", "workers", "threads") and ck["config"].get(k) != v}
+                   if k not in same_recipe and ck["config"].get(k) != v}
         if rt.main:
             print(f"[fit] resumed {out} after epoch {start} (best {stopper.best:.4f} @ {stopper.best_epoch + 1})"
                   + (f"; config changed since: {changed}" if changed else ""))
@@ -454,7 +592,7 @@ def fit(cfg: FitConfig, rt: Runtime, model, labels: Sequence[str], train_ds, val
         model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     if rt.main:
         print(f"[fit] {out}: {len(train_ds)} train / {len(val_ds)} val images, {rt.world} rank(s) on "
-              f"{rt.device.type}, micro-batch {micro} x accum {cfg.accum_steps} x ranks {rt.world} = "
+              f"{rt.device.type}, micro-batch {micro} x accum {accum} x ranks {rt.world} = "
               f"{cfg.batch_size}, amp {rt.amp_dtype}, pos_weight {[round(float(v), 2) for v in pw]}")
 
     epochs_run, finished = 0, start >= cfg.epochs or stopper.stop
@@ -467,7 +605,7 @@ def fit(cfg: FitConfig, rt: Runtime, model, labels: Sequence[str], train_ds, val
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
         train_ds.set_epoch(epoch)
-        tr = train_one_epoch(model, train_loader, optimizer, scheduler, scaler, rt, norm, pw, cfg.accum_steps,
+        tr = train_one_epoch(model, train_loader, optimizer, scheduler, scaler, rt, norm, pw, accum,
                              cfg.clip_grad, ema, cfg.channels_last, desc=f"epoch {epoch + 1}/{cfg.epochs}")
         eval_model = ema.module if ema is not None else model
         va = evaluate(eval_model, val_loader, val_ds.targets, labels, rt, norm, pw, cfg.channels_last)

@@ -7,8 +7,11 @@
 - Any timm backbone by name; the head is timm's own classifier resized to the label count, with dropout before it.
 - Plus `ecgka_tracenet`, the kit's own small CNN for trace maps (src.preprocess --strategy=trace), registered with
   timm here so every stage, checkpoint and Grad-CAM path treats it like any timm backbone.
-- Pretrained weights come only from a local file (timm's `pretrained_cfg_overlay=dict(file=...)`); nothing is ever
-  downloaded (src.config sets HF_HUB_OFFLINE, and `pretrained=True` is never passed without a file).
+- Pretrained weights (`pretrained=`): "hub" downloads timm's ImageNet weights for the architecture (the tag from
+  HUB_TAGS, else timm's default) from the Hugging Face hub; a path loads a local timm weights file (timm's
+  `pretrained_cfg_overlay=dict(file=...)`); empty means random weights. The head is always new. src.config sets
+  HF_HUB_OFFLINE=1 unless the environment already says otherwise, and huggingface_hub reads it once, at import: "hub"
+  then fails at once (check_pretrained) asking for HF_HUB_OFFLINE=0, which e.g. the Kaggle training kernels export.
 - A file that does not fit the architecture raises `WeightsMismatchError` naming the file, the architecture asked
   for and the one the file looks like (timm alone says e.g. `KeyError: 'fc.weight'`).
 
@@ -112,9 +115,47 @@ class WeightsMismatchError(ValueError):
     """Weights that belong to another architecture (or another head layout than expected)."""
 
 
+# --pretrained=hub: which of timm's pretrained tags to download per architecture (others: timm's default tag)
+HUB_TAGS = {"convnext_base": "fb_in22k_ft_in1k"}  # the paper's ImageNet-22k ConvNeXt-Base (its 1k fine-tune)
+
+
+def hub_name(arch: str) -> str:
+    """timm's `arch.tag` name that --pretrained=hub downloads."""
+    return f"{arch}.{HUB_TAGS[arch]}" if arch in HUB_TAGS else arch
+
+
+def check_pretrained(arch: str, pretrained: str | Path | None) -> None:
+    """Fails fast (before a stage writes anything) when --pretrained cannot be honoured: a missing file, or hub
+    weights that do not exist for `arch` or cannot be downloaded because the hub is switched off."""
+    import timm
+    if not pretrained:
+        return
+    if str(pretrained) != "hub":
+        path = Path(pretrained)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"pretrained weights file {path} not found: copy a timm checkpoint for {arch} (.pth/.bin/.safetensors) "
+                f"there, pass --pretrained=hub to download timm's ImageNet weights (needs the network), or "
+                f"--pretrained= (empty) to start from random weights.")
+        return
+    _register_tracenet()
+    cfg = timm.models.get_pretrained_cfg(hub_name(arch))
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise ValueError(f"--pretrained=hub: timm has no pretrained weights for {arch!r}; pass a weights file or "
+                         f"--pretrained= (empty) for random weights")
+    import huggingface_hub.constants
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise RuntimeError(
+            f"--pretrained=hub downloads {hub_name(arch)} from the Hugging Face hub, but HF_HUB_OFFLINE=1 (src.config "
+            f"sets it when the environment does not). Allow the network with `export HF_HUB_OFFLINE=0` before "
+            f"starting Python (on Kaggle also switch the notebook's Internet on), or pass --pretrained=<weights file>, "
+            f"or --pretrained= (empty) for random weights.")
+
+
 def create_model(arch: str = "convnext_base", num_classes: int = 5, pretrained: str | Path | None = None,
                  drop_rate: float = 0.2, drop_path_rate: float = 0.0):
-    """A timm model with a `num_classes` multi-label head (logits; apply sigmoid for probabilities)."""
+    """A timm model with a `num_classes` multi-label head (logits; apply sigmoid for probabilities); `pretrained`:
+    "hub", a weights file or None (see the module doc)."""
     import timm
     _register_tracenet()
     kw = dict(num_classes=num_classes, drop_rate=drop_rate)
@@ -125,11 +166,14 @@ def create_model(arch: str = "convnext_base", num_classes: int = 5, pretrained: 
         raise ValueError(f"unknown timm architecture {arch!r}" + (f"; similar: {', '.join(close)}" if close else ""))
     if not pretrained:
         return timm.create_model(arch, pretrained=False, **kw)
+    check_pretrained(arch, pretrained)
+    if str(pretrained) == "hub":
+        try:
+            return timm.create_model(hub_name(arch), pretrained=True, **kw)
+        except Exception as e:  # noqa: BLE001  (hub and network errors come in many types)
+            raise RuntimeError(f"--pretrained=hub: could not download {hub_name(arch)} ({type(e).__name__}: "
+                               f"{str(e)[:300]}); check the network, or pass --pretrained=<weights file>") from e
     path = Path(pretrained)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"pretrained weights file {path} not found. Weights are never downloaded here: copy a timm checkpoint "
-            f"for {arch} (.pth/.bin/.safetensors) there, or pass --pretrained= (empty) to start from random weights.")
     try:
         return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kw)
     except (RuntimeError, KeyError, ValueError) as e:
@@ -177,8 +221,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     import torch
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found; train it first (python -m src.pretrain / src.train) "
-                                f"or fix the path")
+        raise FileNotFoundError(f"checkpoint not found: {path} (train it first with python -m src.pretrain / "
+                                f"src.train, or fix the path)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # noqa: BLE001

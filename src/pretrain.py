@@ -12,6 +12,12 @@ source does not have is unknown there and masked out of the loss).
     # several machines: the same command on each, node_rank 0..N-1, HOST = node 0
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=2 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \
         -m src.pretrain --sources=... --name=stage1
+    # ImageNet weights: timm's from the hub (needs the network: HF_HUB_OFFLINE=0), or a local weights file
+    HF_HUB_OFFLINE=0 python -m src.pretrain --sources=... --pretrained=hub --name=stage1
+    python -m src.pretrain --sources=... --pretrained=weights/convnext_base_22k.pth --name=stage1
+    # a 15 GB T4: the micro-batch that fits is found on the GPU (--batch_fit, on by default; accumulation keeps
+    # --batch_size); --grad_checkpointing keeps 4-8x less per image (bench/memory.py) for ~1/3 more compute
+    python -m src.pretrain --sources=... --grad_checkpointing --name=stage1
     # a session ended (e.g. Kaggle's 12 h): the same command plus --resume continues exactly
     python -m src.pretrain --sources=... --name=stage1 --resume
 
@@ -35,7 +41,7 @@ import pandas as pd
 from .config import LABELS, find_input, parse_args, run_dir
 from .data import CacheDataset, holdout_split, join_cache, read_label_table
 from .engine import run_stage, FitConfig, barrier, check_resumable, fit, norm_tensors, setup_runtime
-from .model import create_model
+from .model import check_pretrained, create_model
 from .utils import imread, prepare_run_dir, seed_everything, write_json
 
 
@@ -110,6 +116,7 @@ def load_sources(cfg: PretrainConfig) -> tuple[pd.DataFrame, list[str], tuple[in
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_args(PretrainConfig, argv)
+    check_pretrained(cfg.arch, cfg.pretrained)
     rt = setup_runtime(cfg)
     out = run_dir("pretrain", cfg.name)
     if (out / "done.json").exists() and (out / "best.pt").exists():

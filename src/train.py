@@ -3,7 +3,8 @@
     # all folds in one process, starting from the Stage I checkpoint (paper: 30 epochs, lr 1e-4, batch 32)
     python -m src.train --fold=all --cache=ecg-synth-comp-roi_clahe-512x768 --train_csv=ecg-synth-comp/train.csv \
         --folds_csv=ecg-synth-comp-folds/folds.csv --init=outputs/pretrain/stage1/best.pt --name=stage2
-    # one fold (e.g. one Kaggle session per fold), or ImageNet weights / random init (the single-stage baseline)
+    # one fold (e.g. one Kaggle session per fold), or ImageNet weights / random init (the single-stage baseline):
+    # --pretrained=hub downloads timm's (needs HF_HUB_OFFLINE=0), a path loads a local file; --init wins over both
     python -m src.train --fold=2 ... --pretrained=weights/convnext_base_22k.pth --name=baseline
     # 2 GPUs (Kaggle T4 x2); several machines: torchrun --nnodes=N --node_rank=i --rdzv_backend=c10d \
     #   --rdzv_endpoint=HOST:29500 --nproc_per_node=G -m src.train ...
@@ -35,7 +36,7 @@ import pandas as pd
 from .config import find_input, parse_args, run_dir
 from .data import CacheDataset, join_cache, read_competition_table
 from .engine import run_stage, FitConfig, barrier, check_resumable, fit, norm_tensors, setup_runtime
-from .model import create_model, init_from_checkpoint, load_checkpoint
+from .model import check_pretrained, create_model, init_from_checkpoint, load_checkpoint
 from .preprocess import export_config
 from .score import macro_auroc, per_class_auroc
 from .utils import imread, prepare_run_dir, seed_everything, write_csv, write_json
@@ -48,7 +49,7 @@ class TrainConfig(FitConfig):
     train_csv: str  # competition train.csv (id, labels..., patient_id); label columns follow sample_submission.csv
     folds_csv: str  # folds.csv (id, fold) from `python -m src.folds`
     fold: str = "all"  # folds to train: all | k | comma list such as 0,3
-    init: str = ""  # Stage I checkpoint (outputs/pretrain/<name>/best.pt); head replaced when label sets differ
+    init: str = ""  # Stage I best.pt (outputs/pretrain/<name>/); used instead of --pretrained; new head if labels differ
     name: str = "stage2"  # run folder outputs/train/<name>
     threshold: str = "f1"  # per-class threshold rule on each fold's OOF: f1 | youden
     epochs: int = 30  # maximum epochs per fold (paper: 30)
@@ -127,9 +128,24 @@ def summarise_oof(out: Path, labels: list[str], folds: list[int]) -> dict | None
     return res
 
 
+def load_init(spec: str) -> dict:
+    """The --init checkpoint (a path, or a path inside an attached dataset); "checkpoint not found: <spec>" when
+    missing. Read before the run folder is written."""
+    try:
+        path = find_input(spec)
+    except FileNotFoundError:
+        path = Path(spec)  # load_checkpoint names it as not found
+    return load_checkpoint(path)
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_args(TrainConfig, argv)
+    init = load_init(cfg.init) if cfg.init else None
+    pretrained = None if init is not None else cfg.pretrained or None  # --init replaces every backbone weight anyway
+    check_pretrained(cfg.arch, pretrained)
     rt = setup_runtime(cfg)
+    if rt.main and init is not None and cfg.pretrained:
+        print(f"[train] --pretrained={cfg.pretrained} not loaded: --init={cfg.init} provides the weights")
     out = run_dir("train", cfg.name)
     df, labels = load_table(cfg)
     folds_all = sorted(df["fold"].unique().tolist())
@@ -156,9 +172,9 @@ def main(argv: list[str] | None = None) -> dict:
         if cfg.session_epochs and budget <= 0:
             break
         seed_everything(cfg.seed, rt.rank)  # each fold starts from the same seed: --fold=k equals its part of all
-        model = create_model(cfg.arch, len(labels), cfg.pretrained or None, cfg.drop_rate, cfg.drop_path_rate)
-        if cfg.init:
-            what = init_from_checkpoint(model, load_checkpoint(find_input(cfg.init)), cfg.arch, labels, cfg.init)
+        model = create_model(cfg.arch, len(labels), pretrained, cfg.drop_rate, cfg.drop_path_rate)
+        if init is not None:
+            what = init_from_checkpoint(model, init, cfg.arch, labels, cfg.init)
             if rt.main:
                 print(f"[train] fold {k}: initialised from {cfg.init}: {what}")
         tr, va = df[df["fold"] != k].reset_index(drop=True), df[df["fold"] == k].reset_index(drop=True)

@@ -179,3 +179,89 @@ def test_cpu_runtime_has_amp_off_and_disabled_scaler():
     assert rt.device.type == "cpu" and rt.amp_dtype is None and not rt.use_scaler and rt.world == 1
     assert not torch.amp.GradScaler("cpu", enabled=rt.use_scaler).is_enabled()
     assert math.isfinite(FitConfig().lr)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory: batch fit and gradient checkpointing
+# ---------------------------------------------------------------------------------------------------------------
+def _fake_gpu(capacity: int, per_image: int = 10, fixed: int = 5):
+    """A 'try this micro-batch' callable: peak = fixed + m x per_image, out of memory above `capacity` images."""
+    tried = []
+
+    def try_batch(m):
+        tried.append(m)
+        if m > capacity:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory trying {m}")
+        return fixed + m * per_image
+    return try_batch, tried
+
+
+def test_batch_fit_takes_the_largest_dividing_micro_batch_and_keeps_the_batch():
+    from src.engine import choose_micro_batch
+    try_batch, tried = _fake_gpu(capacity=10)
+    released = []
+    res = choose_micro_batch(32, 32, try_batch, limit=1e9, release=lambda: released.append(1))
+    assert tried == [32, 16, 8] and len(released) == 3  # 10 images fit, but 10 does not divide 32
+    assert (res["micro_batch"], res["accum_steps"]) == (8, 4) and res["rank_choices"] == [8]
+    assert [t["fits"] for t in res["tries"]] == [False, False, True]
+    assert res["tries"][0]["peak_bytes"] is None and res["tries"][2]["peak_bytes"] == 85
+    # no OOM but above the headroom limit does not fit either; a configured micro-batch below the largest is kept
+    try_batch, tried = _fake_gpu(capacity=100)
+    assert choose_micro_batch(24, 24, try_batch, limit=70)["micro_batch"] == 6 and tried == [24, 12, 8, 6]
+    assert choose_micro_batch(16, 4, _fake_gpu(100)[0], limit=1e9) == {
+        "micro_batch": 4, "accum_steps": 4, "tries": [{"micro_batch": 4, "fits": True, "peak_bytes": 45}],
+        "rank_choices": [4]}
+
+
+def test_batch_fit_ranks_agree_on_the_smallest_and_fail_together():
+    from src.engine import choose_micro_batch
+    res = choose_micro_batch(16, 16, _fake_gpu(capacity=16)[0], 1e9, gather=lambda v: [v, 4])  # other rank: 4
+    assert (res["micro_batch"], res["accum_steps"], res["rank_choices"]) == (4, 4, [16, 4])
+    with pytest.raises(SystemExit, match="not even one image.*rank 1.*--grad_checkpointing"):
+        choose_micro_batch(16, 16, _fake_gpu(capacity=16)[0], 1e9, gather=lambda v: [v, 0])
+    with pytest.raises(SystemExit, match="rank 0"):
+        choose_micro_batch(16, 16, _fake_gpu(capacity=0)[0], 1e9)
+
+
+def test_probe_step_leaves_the_model_as_it_found_it():
+    from src.engine import Runtime, norm_tensors, probe_step
+    torch.manual_seed(0)
+    m = create_model("ecgka_tracenet", 5).eval()  # BatchNorm: the probe must not move its running statistics
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    rng = torch.get_rng_state()
+    probe_step(m, Runtime(torch.device("cpu"), 0, 1, None, False), norm_tensors(m, "cpu"), (32, 64), 3, 5)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert torch.equal(rng, torch.get_rng_state()) and not m.training
+    assert all(p.grad is None for p in m.parameters())
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    from src.engine import enable_grad_checkpointing
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 3, 32, 64), torch.tensor([[1.0, 0, 1, 0, 0], [0, 1, 0, 0, 1]])
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(1)
+        m = create_model("convnext_atto", 5, drop_rate=0.0)
+        if ckpt:
+            enable_grad_checkpointing(m, "convnext_atto")
+            assert all(s.grad_checkpointing for s in m.stages)
+        masked_bce(m(x), y).backward()
+        grads.append([p.grad for p in m.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+    with pytest.raises(SystemExit, match="ecgka_tracenet does not support gradient checkpointing"):
+        enable_grad_checkpointing(create_model("ecgka_tracenet", 5), "ecgka_tracenet")
+
+
+def test_batch_fit_is_a_logged_no_op_on_cpu(tmp_path, capsys):
+    import json
+    from src.engine import fit_batch
+    cfg = FitConfig(threads=1, batch_size=8, accum_steps=2)
+    rt = setup_runtime(cfg)
+    assert fit_batch(cfg, rt, None, (32, 64), 5, tmp_path) == (4, 2)
+    rec = json.loads((tmp_path / "batch_fit.json").read_text())
+    assert rec["probed"] is False and rec["reason"] == "a no-op on cpu"
+    assert (rec["micro_batch"], rec["accum_steps"]) == (4, 2)
+    assert "batch_fit a no-op on cpu: micro-batch 4 x accum 2" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="must divide"):
+        fit_batch(FitConfig(batch_size=6, accum_steps=4), rt, None, (32, 64), 5, tmp_path)

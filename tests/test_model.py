@@ -30,8 +30,54 @@ def test_pretrained_from_local_file_only(tmp_path):
     assert torch.equal(m.stages[3].blocks[0].mlp.fc1.weight, src.stages[3].blocks[0].mlp.fc1.weight)
     assert m.head.fc.weight.shape == (5, 320)
 
-    with pytest.raises(FileNotFoundError, match="missing.pth.*never downloaded"):
+    with pytest.raises(FileNotFoundError, match="missing.pth not found.*--pretrained=hub"):
         create_model("convnext_atto", 5, pretrained=tmp_path / "missing.pth")
+
+
+def test_pretrained_hub_loads_timm_weights_with_the_download_mocked(tmp_path, monkeypatch):
+    """--pretrained=hub: timm's pretrained weights for the arch (backbone exact, head new); the fetch is mocked."""
+    import huggingface_hub.constants
+    import timm.models._builder as builder
+    from src.model import hub_name
+    src = create_model("convnext_atto", num_classes=1000, drop_rate=0.0)
+    f = tmp_path / "convnext_atto_d2_in1k.pth"
+    torch.save(src.state_dict(), f)
+    fetched = []
+
+    def fake_fetch(model_id, *args, **kwargs):
+        fetched.append(model_id)
+        return torch.load(f, map_location="cpu")
+
+    def no_url(*args, **kwargs):
+        raise AssertionError("timm tried a URL instead of the hub")
+    monkeypatch.setattr(builder, "load_state_dict_from_hf", fake_fetch)
+    monkeypatch.setattr(builder, "load_state_dict_from_url", no_url)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # what HF_HUB_OFFLINE=0 gives at import
+    torch.manual_seed(3)
+    m = create_model("convnext_atto", num_classes=5, pretrained="hub")
+    assert fetched == ["timm/convnext_atto.d2_in1k"]  # timm's default tag where HUB_TAGS names none
+    own, ref = m.state_dict(), src.state_dict()
+    assert all(torch.equal(own[k], ref[k]) for k in own if not k.startswith("head.fc."))
+    assert m.head.fc.weight.shape == (5, 320)
+    assert hub_name("convnext_base") == "convnext_base.fb_in22k_ft_in1k"  # the paper's ImageNet-22k weights
+    with pytest.raises(ValueError, match="no pretrained weights for 'ecgka_tracenet'"):
+        create_model("ecgka_tracenet", 5, pretrained="hub")
+
+
+def test_pretrained_hub_fails_fast_when_the_hub_is_offline(monkeypatch):
+    import huggingface_hub.constants
+    import timm.models._builder as builder
+    from src.model import check_pretrained
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError("no download may be tried")
+    monkeypatch.setattr(builder, "load_state_dict_from_hf", no_fetch)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # src.config's default
+    with pytest.raises(RuntimeError, match=r"convnext_base.fb_in22k_ft_in1k.*HF_HUB_OFFLINE=1.*HF_HUB_OFFLINE=0"):
+        check_pretrained("convnext_base", "hub")
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE=0"):
+        create_model("convnext_atto", 5, pretrained="hub")
+    check_pretrained("convnext_base", "")  # random weights: nothing to check
 
 
 def test_pretrained_file_of_another_architecture_names_both(tmp_path):
@@ -83,7 +129,7 @@ def test_same_label_set_in_other_order_carries_head_reordered():
 
 
 def test_load_checkpoint_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothere.pt"):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*nothere.pt"):
         load_checkpoint(tmp_path / "nothere.pt")
     f = tmp_path / "plain.pth"
     torch.save(create_model("convnext_atto", 5).state_dict(), f)

@@ -37,7 +37,8 @@ def _comp(tmp_path, n=15, n_folds=3):
 
 def test_help_lists_every_option(capsys):
     for mod, must in ((train, ["--init", "--fold", "--cache", "--ema_decay", "--session_epochs"]),
-                      (pretrain, ["--sources", "--source_weights", "--val_frac", "--amp"])):
+                      (pretrain, ["--sources", "--source_weights", "--val_frac", "--amp", "--grad_checkpointing=False",
+                                  "--batch_fit=True", "--pretrained="])):
         with pytest.raises(SystemExit) as e:
             mod.main(["--help"])
         assert e.value.code == 0
@@ -52,12 +53,15 @@ def test_pretrain_then_train_all_folds(tmp_path, kaggle_root, capsys):
     (a / "preprocess.yaml").write_text(f"src: {tmp_path / 'a-data'}\nstrategy: raw\n")
     b, b_labels = make_cache(tmp_path / "b", 12, labels=("CD", "STTC", "NORM"), prefix="b", seed=1)
     res = pretrain.main([f"--sources={a},{b}:{b_labels}", "--source_weights=0.5,0.5", "--epoch_size=16",
-                         "--val_frac=0.25", "--epochs=2", "--name=s1", *TINY])
+                         "--val_frac=0.25", "--epochs=2", "--name=s1", "--grad_checkpointing", *TINY])
     s1 = Path(res["out"])
     assert s1 == kaggle_root / "pretrain" / "s1" and res["finished"]
     for f in ("config.yaml", "git.txt", "data.json", "log.csv", "log.jsonl", "learning_curve.png", "best.pt",
-              "last.pt", "oof.csv", "done.json"):
+              "last.pt", "oof.csv", "done.json", "batch_fit.json"):
         assert (s1 / f).is_file(), f
+    assert yaml.safe_load((s1 / "config.yaml").read_text())["grad_checkpointing"] is True
+    fitted = json.loads((s1 / "batch_fit.json").read_text())
+    assert not fitted["probed"] and (fitted["micro_batch"], fitted["accum_steps"], fitted["size"]) == (4, 1, [32, 64])
     best = load_checkpoint(s1 / "best.pt")
     assert best["labels"] == ["MI", "AF", "HYP", "CD", "STTC", "NORM"] and best["arch"] == "convnext_atto"
     assert best["optimizer"] is None and best["input"]["size"] == [32, 64]
@@ -68,10 +72,10 @@ def test_pretrain_then_train_all_folds(tmp_path, kaggle_root, capsys):
     args = [f"--cache={cache}", f"--train_csv={labels_csv}", f"--folds_csv={folds_csv}", "--fold=all",
             f"--init={s1 / 'best.pt'}", "--epochs=2", "--name=s2", *TINY]
     capsys.readouterr()
-    r = train.main(args)
+    r = train.main(args + ["--pretrained=hub"])  # --init wins: the hub (offline here) is not even asked
     run = Path(r["out"])
     text = capsys.readouterr().out
-    assert "new head for" in text and "OOF macro-AUROC" in text
+    assert "new head for" in text and "OOF macro-AUROC" in text and "--pretrained=hub not loaded" in text
     folds = pd.read_csv(folds_csv, dtype={"id": str})
     usable = set(read_cache(cache)["id"])
     for k in range(3):
@@ -95,6 +99,15 @@ def test_pretrain_then_train_all_folds(tmp_path, kaggle_root, capsys):
     train.main(args)  # everything finished: every fold is skipped, the OOF summary is printed again
     text = capsys.readouterr().out
     assert text.count("finished earlier, skipped") == 3 and "OOF macro-AUROC" in text
+
+
+def test_missing_init_checkpoint_is_named_before_the_run_folder_exists(tmp_path, kaggle_root):
+    cache, labels_csv, folds_csv = _comp(tmp_path, n=6, n_folds=2)
+    missing = tmp_path / "stage1" / "best.pt"
+    with pytest.raises(FileNotFoundError, match=f"checkpoint not found: {missing}"):
+        train.main([f"--cache={cache}", f"--train_csv={labels_csv}", f"--folds_csv={folds_csv}", f"--init={missing}",
+                    "--name=noinit", *TINY])
+    assert not (kaggle_root / "train" / "noinit").exists()
 
 
 def test_resume_after_a_stopped_session_equals_uninterrupted(tmp_path, kaggle_root):
