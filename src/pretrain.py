@@ -116,7 +116,10 @@ def load_sources(cfg: PretrainConfig) -> tuple[pd.DataFrame, list[str], tuple[in
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_args(PretrainConfig, argv)
-    check_pretrained(cfg.arch, cfg.pretrained)
+    try:  # checked before anything is written, one line if wrong
+        check_pretrained(cfg.arch, cfg.pretrained)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        raise SystemExit(f"[pretrain] {e}") from None
     rt = setup_runtime(cfg)
     out = run_dir("pretrain", cfg.name)
     if (out / "done.json").exists() and (out / "best.pt").exists():

@@ -140,9 +140,12 @@ def load_init(spec: str) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_args(TrainConfig, argv)
-    init = load_init(cfg.init) if cfg.init else None
-    pretrained = None if init is not None else cfg.pretrained or None  # --init replaces every backbone weight anyway
-    check_pretrained(cfg.arch, pretrained)
+    try:  # weights named by --init / --pretrained: checked before anything is written, one line if wrong
+        init = load_init(cfg.init) if cfg.init else None
+        pretrained = None if init is not None else cfg.pretrained or None  # --init replaces every backbone weight
+        check_pretrained(cfg.arch, pretrained)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        raise SystemExit(f"[train] {e}") from None
     rt = setup_runtime(cfg)
     if rt.main and init is not None and cfg.pretrained:
         print(f"[train] --pretrained={cfg.pretrained} not loaded: --init={cfg.init} provides the weights")

@@ -104,10 +104,17 @@ def test_pretrain_then_train_all_folds(tmp_path, kaggle_root, capsys):
 def test_missing_init_checkpoint_is_named_before_the_run_folder_exists(tmp_path, kaggle_root):
     cache, labels_csv, folds_csv = _comp(tmp_path, n=6, n_folds=2)
     missing = tmp_path / "stage1" / "best.pt"
-    with pytest.raises(FileNotFoundError, match=f"checkpoint not found: {missing}"):
+    with pytest.raises(SystemExit, match=f"checkpoint not found: {missing}"):
         train.main([f"--cache={cache}", f"--train_csv={labels_csv}", f"--folds_csv={folds_csv}", f"--init={missing}",
                     "--name=noinit", *TINY])
     assert not (kaggle_root / "train" / "noinit").exists()
+
+
+def test_hub_weights_offline_stop_stage1_before_anything_is_written(tmp_path, kaggle_root):
+    cache, labels_csv = make_cache(tmp_path / "c", 8)
+    with pytest.raises(SystemExit, match=r"^\[pretrain\] .*HF_HUB_OFFLINE=0"):
+        pretrain.main([f"--sources={cache}:{labels_csv}", "--pretrained=hub", "--name=hub", *TINY])
+    assert not (kaggle_root / "pretrain" / "hub").exists()
 
 
 def test_resume_after_a_stopped_session_equals_uninterrupted(tmp_path, kaggle_root):
