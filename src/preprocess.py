@@ -15,7 +15,8 @@ Strategies (the paper's ablation, hidden AUROC: raw 0.753, roi_clahe 0.868, full
              paper's crease and missed-corner failures; a side off the edge map, or another quad scoring alike)
              falls back to roi_clahe, and the index says why. (The page geometry itself is src.page.)
   trace      the `full` geometry (same fallback to the grid crop), then the trace map: the ink alone, black on white,
-             with paper, grid and lighting removed (src.page.trace_map explains how). The CPU default: see README "Results".
+             with paper, grid and lighting removed (src.page.trace_map explains how). The CPU default: see README
+             "Results".
 A portrait crop/page (a photo taken sideways) is turned 90 degrees clockwise so traces run horizontally; whether a
 page is upside down is not resolved.
 
@@ -32,8 +33,7 @@ Cache layout (<dst>):  images/<id>.png      preprocessed RGB, lossless PNG by de
                                             infer re-applies it to test images (load_config)
 Re-running skips ids already cached (resumable; unreadable images are retried). A dst built with other pixel settings,
 or by another version of this code (PIXELS_VERSION), is refused; the job settings (CacheJob: src, workers, shard, ...)
-may differ between runs. Unreadable or truncated images are listed as skipped
-with the error; the run goes on.
+may differ between runs. Unreadable or truncated images are listed as skipped with the error; the run goes on.
 
 Speed: detection runs on a copy shrunk by an integer factor to ~640 px, and CLAHE runs after the resize, on the
 output-sized crop. CLAHE's tiles are fractions of the image and its clip limit is relative to the tile's pixel count,
