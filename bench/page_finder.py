@@ -7,7 +7,7 @@
 --root: a competition root (its train/ folder is read) or a folder of images. The true sheet corners come from
 render.paper_quad of <meta>/<id>.json, or of the <id>.json beside the image when --meta is empty (the scans keep
 theirs there); images without one count towards the fallback rate only.
---strategy=quad (default) calls preprocess.page_quad, the geometry preprocess_image decides on, and nothing else (fast);
+--strategy=quad (default) calls src.page.page_quad, the geometry preprocess_image decides on, and nothing else (fast);
 --strategy=trace or full runs the whole preprocess_image, which also shows that every image goes through.
 
 Prints the fallback rate overall and by reason; for accepted quads the median / 95th percentile / max of the worst
@@ -28,7 +28,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from src import preprocess as P
+from src import page
+from src.preprocess import PreprocessConfig, preprocess_image
 from src.config import parse_args
 from src.roi import IMAGE_EXTS
 from src.utils import imread, set_threads
@@ -40,7 +41,7 @@ class PageFinderBenchConfig:
     root: str = "input/ecg-synth-comp"  # competition root (reads train/) or a folder of images
     meta: str = ""  # folder of <id>.json sidecars with render.paper_quad ('' = the <id>.json beside each image)
     limit: int = 0  # only the first N images (sorted by id; 0: all)
-    strategy: str = "quad"  # quad: preprocess.page_quad only | full | trace: the whole preprocess_image
+    strategy: str = "quad"  # quad: page.page_quad only | full | trace: the whole preprocess_image
     wrong: float = 3.0  # an accepted quad whose worst corner is off by more than this % of the diagonal is wrong
     overlays: str = ""  # folder to draw fallbacks and wrong accepts into ('' = none)
 
@@ -91,8 +92,8 @@ def _draw(img: np.ndarray, truth, found, text: str, path: Path) -> None:
 def _find(img: np.ndarray, strategy: str) -> tuple[np.ndarray | None, str]:
     """(quad, fallback reason or '') as preprocess_image decides them."""
     if strategy == "quad":
-        return P.page_quad(img)
-    _, info = P.preprocess_image(img, P.PreprocessConfig(strategy=strategy, size=(128, 192)))
+        return page.page_quad(img)
+    _, info = preprocess_image(img, PreprocessConfig(strategy=strategy, size=(128, 192)))
     return info["quad"], info["fallback"]
 
 
@@ -120,7 +121,7 @@ def main(argv=None):
                 split[key][val][1] += 1
             if not problem:
                 diag = 0.5 * (np.linalg.norm(truth[2] - truth[0]) + np.linalg.norm(truth[3] - truth[1]))
-                e = P.corner_distance(np.asarray(found, np.float64), truth)
+                e = page.corner_distance(np.asarray(found, np.float64), truth)
                 errors.append((e, 100 * e / diag))
                 if errors[-1][1] > cfg.wrong:
                     wrong.append(p.stem)

@@ -68,32 +68,30 @@ def _run(cfg: BenchConfig, tmp: Path) -> dict:
     print(f"{cfg.n} photo PNGs {cfg.photo_size[0]}x{cfg.photo_size[1]} ({mb:.1f} MB each), output "
           f"{cfg.size[0]}x{cfg.size[1]}, 1 thread, median of {cfg.repeats}")
 
-    pcfg = P.PreprocessConfig(strategy="roi_clahe", size=tuple(cfg.size))
+    job = P.CacheJob(strategy="roi_clahe", size=tuple(cfg.size), dst=str(tmp / "out"))
     rows = {k: [] for k in ("decode", "roi_clahe", "yolo", "downscale", "detect", "crop+resize", "clahe", "write",
                             "clahe_full", "diff")}
     for f in files:
         rows["decode"].append(_median_time(lambda: imread(f), cfg.repeats))
-        rows["roi_clahe"].append(_median_time(lambda: P._cache_one((f.stem, str(f)), str(tmp / "out"), pcfg),
-                                              cfg.repeats))
+        rows["roi_clahe"].append(_median_time(lambda: P._cache_one((f.stem, str(f)), job), cfg.repeats))
         if cfg.weights:
-            ycfg = dataclasses.replace(pcfg, roi_weights=cfg.weights)
-            P._cache_one((f.stem, str(f)), str(tmp / "outy"), ycfg)  # load the model once
-            rows["yolo"].append(_median_time(lambda: P._cache_one((f.stem, str(f)), str(tmp / "outy"), ycfg),
-                                             cfg.repeats))
+            yjob = dataclasses.replace(job, roi_weights=cfg.weights, dst=str(tmp / "outy"))
+            P._cache_one((f.stem, str(f)), yjob)  # load the model once
+            rows["yolo"].append(_median_time(lambda: P._cache_one((f.stem, str(f)), yjob), cfg.repeats))
         img = imread(f)
         rows["downscale"].append(_median_time(lambda: downscale(img, 640), cfg.repeats))
         rows["detect"].append(_median_time(lambda: classical_roi(img), cfg.repeats))
         x0, y0, x1, y1 = (int(v) for v in detect_roi_info(img)["box"])
         crop = img[y0:y1, x0:x1]
-        rows["crop+resize"].append(_median_time(lambda: P._resize(crop, pcfg.size), cfg.repeats))
-        small = P._resize(crop, pcfg.size)
+        rows["crop+resize"].append(_median_time(lambda: P._resize(crop, job.size), cfg.repeats))
+        small = P._resize(crop, job.size)
         rows["clahe"].append(_median_time(lambda: P.clahe_lightness(small, 2.0, 8), cfg.repeats))
         out = P.clahe_lightness(small, 2.0, 8)
-        rows["write"].append(_median_time(lambda: imwrite(tmp / "w.png", out, png_compression=pcfg.png_compression),
+        rows["write"].append(_median_time(lambda: imwrite(tmp / "w.png", out, png_compression=job.png_compression),
                                           cfg.repeats))
         # CLAHE on the full-resolution crop, then resize: what the cheaper order is compared against
-        rows["clahe_full"].append(_median_time(lambda: P._resize(P.clahe_lightness(crop, 2.0, 8), pcfg.size), 1))
-        ref = P._resize(P.clahe_lightness(crop, 2.0, 8), pcfg.size)
+        rows["clahe_full"].append(_median_time(lambda: P._resize(P.clahe_lightness(crop, 2.0, 8), job.size), 1))
+        ref = P._resize(P.clahe_lightness(crop, 2.0, 8), job.size)
         rows["diff"].append(float(np.abs(ref.astype(np.int16) - out.astype(np.int16)).mean()))
 
     ms = {k: 1000 * np.mean(v) for k, v in rows.items() if v and k != "diff"}

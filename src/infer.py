@@ -240,14 +240,13 @@ def preprocess_config(run: Path, run_cfg: dict):
 
 
 def shared_preprocess_config(runs: list[Path], run_cfgs: list[dict]):
-    """The PreprocessConfig of every run folder, which must be one: the settings that change pixels
-    (preprocess.IMAGE_KEYS, the input size among them) and the ROI weights' content agree, since the test images get
-    one preprocessing for every fold."""
-    from .preprocess import IMAGE_KEYS
+    """The PreprocessConfig of every run folder, which must be one: its pixel settings (the input size among them)
+    and the ROI weights' content agree, since the test images get one preprocessing for every fold."""
     pcfgs = [preprocess_config(r, c) for r, c in zip(runs, run_cfgs)]
     ref = pcfgs[0]
+    keys = [f.name for f in dataclasses.fields(ref) if f.name != "roi_weights"]
     for run, p in zip(runs[1:], pcfgs[1:]):
-        diff = {k: (getattr(ref, k), getattr(p, k)) for k in IMAGE_KEYS if getattr(ref, k) != getattr(p, k)}
+        diff = {k: (getattr(ref, k), getattr(p, k)) for k in keys if getattr(ref, k) != getattr(p, k)}
         if ref.roi_weights != p.roi_weights and not same_content(ref.roi_weights, p.roi_weights):
             diff["roi_weights"] = (ref.roi_weights or "none", p.roi_weights or "none")
         if diff:

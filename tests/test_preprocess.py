@@ -1,5 +1,7 @@
 """Preprocessing: the ROI crop keeps every lead, rectification lands the page corners on the output corners, and the
-cache skips broken images, resumes, refuses mixed settings, shards and merges."""
+cache skips broken images, resumes, refuses mixed settings, shards and merges, and still reads the old preprocess.yaml
+format. (The page geometry alone: tests/test_page.py.)"""
+import dataclasses
 import re
 
 import cv2
@@ -8,7 +10,7 @@ import pandas as pd
 import pytest
 
 from src import photo, render, synth
-from src.preprocess import (PreprocessConfig, _outline_cover, build_cache, in_shard, load_config, main, parse_shard,
+from src.preprocess import (CacheJob, PreprocessConfig, build_cache, in_shard, load_config, main, parse_shard,
                             preprocess_image, read_cache, resolve_sources)
 from src.utils import imread, imwrite
 
@@ -94,75 +96,12 @@ def test_full_finds_a_page_lying_on_a_blank_sheet():
     assert err < 0.01 * np.linalg.norm(truth[2] - truth[0]), err
 
 
-def test_outline_cover_counts_a_side_along_the_frame_edge():
-    """Canny marks no edge in a frame's outermost pixels, so a sheet whose side runs there (a page photographed up
-    to the frame's edge) has that side off the edge map; it still bounds the page and must not count as a gap.
-    A side that crosses the inside of the frame without edges still does."""
-    edges = np.zeros((100, 200), np.uint8)
-    cv2.rectangle(edges, (0, 10), (150, 90), 255, 1)
-    edges[:, :3] = 0  # what Canny gives at the frame: nothing
-    quad = np.float64([[1, 10], [150, 10], [150, 90], [1, 90]])
-    assert _outline_cover(quad, edges) == 1.0
-    edges[:, 60:] = 0  # the right side and most of the top and bottom gone: a guessed outline
-    assert _outline_cover(quad, edges) < 0.5
-
-
 def test_full_falls_back_when_no_page_is_found():
     rng = np.random.default_rng(0)
     img = cv2.GaussianBlur(rng.integers(0, 255, (300, 500, 3), dtype=np.uint8), (0, 0), 3)  # no sheet at all
     out, info = preprocess_image(img, PreprocessConfig(strategy="full", size=(64, 96)))
     assert info["fallback"] and out.shape == (64, 96, 3)
     assert info["box"] is not None  # roi_clahe did the work
-
-
-def _ruled_page(grid_rgb, h=200, w=800, seed=0):
-    """Paper with a shadow gradient, a ruled grid in grid_rgb (minor every 8 px, major every 40 px) and a black
-    sine trace drawn over it; returns (RGB page, bool mask of the trace)."""
-    rng = np.random.default_rng(seed)
-    page = np.full((h, w, 3), (250, 247, 238), np.float32)
-    for k in range(0, w, 8):
-        page[:, k] = page[:, k] * 0.6 + np.float32(grid_rgb) * 0.4 if k % 40 else grid_rgb
-    for k in range(0, h, 8):
-        page[k] = page[k] * 0.6 + np.float32(grid_rgb) * 0.4 if k % 40 else grid_rgb
-    page *= np.linspace(0.55, 1.0, w, dtype=np.float32)[None, :, None]  # a shadow across the sheet
-    x = np.arange(20, w - 20)
-    y = h / 2 + 40 * np.sin(x / 23.0) + rng.normal(0, 1, len(x))
-    pts = np.round(np.stack([x, y], 1)).astype(np.int32)
-    mask = np.zeros((h, w), np.uint8)
-    cv2.polylines(mask, [pts], False, 255, 2)
-    page[mask > 0] = (18, 18, 22)
-    return np.clip(page, 0, 255).astype(np.uint8), mask > 0
-
-
-@pytest.mark.parametrize("grid_rgb", [(235, 120, 120), (150, 150, 150), (70, 70, 70)], ids=["red", "grey", "black"])
-def test_trace_map_keeps_the_ink_and_drops_grid_and_shadow(grid_rgb):
-    from src.preprocess import trace_map
-    page, trace = _ruled_page(grid_rgb)
-    out = trace_map(page)
-    assert out.shape == trace.shape and out.dtype == np.uint8
-    assert np.median(out[trace]) < 60  # the trace stays black
-    away = ~cv2.dilate(trace.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    assert np.mean(out[away] < 200) < 0.01  # grid lines (even black ones) and the shadow are gone
-    raw = page.max(axis=2)
-    assert np.mean(raw[away] < 200) > 0.05  # ... and they were there to begin with
-
-
-def test_trace_map_keeps_a_flat_baseline_that_spans_the_row():
-    """A 3x4 row's isoelectric line covers most of the page width, like a ruled line; the beats leaving it are what
-    tells them apart, and the baseline must survive (a row median would erase it)."""
-    from src.preprocess import trace_map
-    page, _ = _ruled_page((150, 150, 150))
-    h, w = page.shape[:2]
-    base = np.zeros((h, w), np.uint8)
-    x = np.arange(20, w - 20)
-    y = np.full(len(x), 33.0)
-    for beat in range(60, w - 40, 70):  # a QRS spike every 70 px: ~15 % of the row off the baseline
-        y[(x > beat) & (x < beat + 10)] = 33 - 20 * np.sin(np.pi * (x[(x > beat) & (x < beat + 10)] - beat) / 10)
-    cv2.polylines(base, [np.round(np.stack([x, y], 1)).astype(np.int32)], False, 255, 2)
-    page[base > 0] = (18, 18, 22)
-    out = trace_map(page)
-    flat = (base > 0) & (np.abs(np.arange(h)[:, None] - 33) <= 1)
-    assert flat.sum() > 0.7 * (w - 40) and np.median(out[flat]) < 80
 
 
 def test_trace_strategy_keeps_the_leads_where_the_page_has_them():
@@ -213,8 +152,8 @@ def _folder(tmp_path, photos, n=4):
 def test_cache_skips_broken_resumes_and_matches_the_function(tmp_path, photos, capsys):
     src = _folder(tmp_path, photos)
     dst = tmp_path / "cache"
-    cfg = PreprocessConfig(size=(64, 96), workers=1)
-    idx = build_cache(resolve_sources(src), dst, cfg)
+    job = CacheJob(src=str(src), dst=str(dst), size=(64, 96), workers=1)
+    idx = build_cache(job)
     assert len(idx) == 6 and set(idx["id"]) == {"ok0", "ok1", "ok2", "ok3", "truncated", "garbage"}
     bad = idx[idx["status"] == "skipped"].set_index("id")
     assert set(bad.index) == {"truncated", "garbage"}
@@ -230,13 +169,16 @@ def test_cache_skips_broken_resumes_and_matches_the_function(tmp_path, photos, c
     # resume: only the two broken ones are tried again; finished images are not rewritten
     mtime = (dst / "images" / "ok1.png").stat().st_mtime_ns
     index_mtime = (dst / "index.csv").stat().st_mtime_ns
-    build_cache(resolve_sources(src), dst, cfg)
+    build_cache(job)
     assert "4 already cached, 2 to do" in capsys.readouterr().out
     assert (dst / "images" / "ok1.png").stat().st_mtime_ns == mtime
     assert (dst / "index.csv").stat().st_mtime_ns == index_mtime  # nothing changed: not rewritten (read-only media)
     # other image settings into the same cache are refused
     with pytest.raises(SystemExit, match="other settings"):
-        build_cache(resolve_sources(src), dst, PreprocessConfig(size=(64, 96), clahe_clip=4.0))
+        build_cache(dataclasses.replace(job, clahe_clip=4.0))
+    # ... but other job settings are not: they change no pixel
+    build_cache(dataclasses.replace(job, png_compression=6, limit=5))
+    assert "4 already cached, 1 to do" in capsys.readouterr().out
 
 
 def test_a_cache_from_other_preprocessing_code_is_refused(tmp_path, photos, monkeypatch):
@@ -244,8 +186,8 @@ def test_a_cache_from_other_preprocessing_code_is_refused(tmp_path, photos, monk
     from src import preprocess as pp
     src = _folder(tmp_path, photos, n=2)
     dst = tmp_path / "cache"
-    cfg = PreprocessConfig(size=(64, 96), workers=1)
-    build_cache(resolve_sources(src), dst, cfg)
+    job = CacheJob(src=str(src), dst=str(dst), size=(64, 96), workers=1)
+    build_cache(job)
     assert yaml.safe_load((dst / "preprocess.yaml").read_text())["pixels_version"] == pp.PIXELS_VERSION
     # a cache written before the version was recorded counts as version 1
     legacy = tmp_path / "legacy"
@@ -257,9 +199,37 @@ def test_a_cache_from_other_preprocessing_code_is_refused(tmp_path, photos, monk
     # the code changes what it draws: the old cache is neither resumed into nor trusted for inference
     monkeypatch.setattr(pp, "PIXELS_VERSION", pp.PIXELS_VERSION + 1)
     with pytest.raises(SystemExit, match=rf"{re.escape(str(dst))}.*version 1, this code makes version 2.*delete"):
-        build_cache(resolve_sources(src), dst, cfg)
+        build_cache(job)
     with pytest.raises(SystemExit, match="version 1, this code makes version 2.*retrain"):
         load_config(dst)
+
+
+def test_preprocess_yaml_records_the_pixel_settings_and_still_reads_the_old_format(tmp_path, photos, capsys):
+    """preprocess.yaml holds the pixel settings (PreprocessConfig), the weights' digest, the code version and the
+    source, not the job's. Caches and run folders written before that split recorded every option (dst, workers,
+    shard, limit, png_compression too): they still load, and such a cache is still resumed into."""
+    import yaml
+    from src.preprocess import export_config
+    src = _folder(tmp_path, photos, n=2)
+    dst = tmp_path / "cache"
+    job = CacheJob(src=str(src), dst=str(dst), strategy="full", size=(64, 96), workers=1, limit=3)
+    build_cache(job)
+    saved = yaml.safe_load((dst / "preprocess.yaml").read_text())
+    pixel_keys = {f.name for f in dataclasses.fields(PreprocessConfig)}
+    assert set(saved) == pixel_keys | {"roi_weights_sha256", "pixels_version", "src"} and saved["src"] == str(src)
+    old = (f"src: {src}\ndst: {dst}\nstrategy: full\nsize:\n- 64\n- 96\nmargin: 0.02\nclahe_clip: 2.0\n"
+           f"clahe_grid: 8\nroi_weights: ''\nroi_conf: 0.25\nout_ext: .png\njpeg_quality: 95\npng_compression: 1\n"
+           f"workers: 1\nshard: ''\nlimit: 3\nroi_weights_sha256: ''\npixels_version: 1\n")  # as the old code wrote
+    (dst / "preprocess.yaml").write_text(old)
+    assert load_config(dst) == PreprocessConfig(strategy="full", size=(64, 96))
+    capsys.readouterr()
+    build_cache(dataclasses.replace(job, limit=0))
+    assert "2 already cached, 2 to do" in capsys.readouterr().out  # resumed, not refused
+    assert (dst / "preprocess.yaml").read_text() == old  # and left as it was
+    run = tmp_path / "run"  # a run folder carries the cache's file (src.train copies it): infer reads the same
+    run.mkdir()
+    export_config(dst, run)
+    assert load_config(run) == load_config(dst)
 
 
 def test_shards_and_merge(tmp_path, photos):
@@ -268,6 +238,9 @@ def test_shards_and_merge(tmp_path, photos):
     assert parse_shard("1/3") == (1, 3)
     with pytest.raises(ValueError):
         parse_shard("3/3")
+    with pytest.raises(SystemExit, match="shard '2/2'"):  # on the command line: a message, before any image
+        main([f"--src={src}", f"--dst={tmp_path / 'never'}", "--shard=2/2"])
+    assert not (tmp_path / "never").exists()
     parts = [in_shard(df["id"], (i, 2)) for i in range(2)]
     assert (np.add(*parts) == 1).all()  # every id in exactly one shard
     dst = tmp_path / "cache"
