@@ -79,4 +79,4 @@ def test_same_seed_same_bytes_and_resume(tiny, tmp_path):
 
 def test_resume_with_other_image_settings_is_refused(tiny):
     with pytest.raises(SystemExit, match="other settings"):
-        make_data.main([f"--root={tiny}", "--preset=tiny", "--seed=3", "--photo_size=320,176", "--n_train=1"])
+        make_data.main([f"--root={tiny}", "--preset=tiny", "--seed=3", "--photo_hw=176,320", "--n_train=1"])
