@@ -1,6 +1,7 @@
-"""The page engine's composition: sampled pages at a requested size, photographs of them, the one resumable image job
-the render command line, and signal tables (sources.read_ptbxl / read_code15) rendered into image sets. Below it, side by side: src/render.py draws the page, src/photo.py photographs it; both
-stand on src/pixels.py. Signals come from src/synth.py (synthetic) or src/signals.py (WFDB records).
+"""The page engine's composition: sampled pages at a requested size, photographs of them, the one resumable image job,
+the render command line, and signal tables (sources.read_ptbxl / read_code15) rendered into image sets. Below it, side
+by side: src/render.py draws the page, src/photo.py photographs it; both stand on src/pixels.py. Signals come from
+src/synth.py (synthetic) or src/signals.py (WFDB records, CODE-15% exams).
 
 Run:
     python -m src.compose --out=input/renders --n_synth=8 --preview                 # signals from src.synth
@@ -82,7 +83,7 @@ def make_image(signal, fs, rng: np.random.Generator, style: str = "scan", hw=Non
 @dataclasses.dataclass(frozen=True)
 class ImageJob:
     """One image and its JSON sidecar, drawn by make_image from the random stream default_rng(seed): the image job of
-    every builder (src.make_data, sources.render_signal_source, this command line, bench.ablation). The sidecar is
+    every builder (src.make_data, render_signal_source below, this command line, bench.ablation). The sidecar is
     written last, so an image whose sidecar exists is finished: builders check `done` and `read` it back instead of
     drawing again (resume)."""
     image: str  # image path (.png / .jpg)
@@ -113,7 +114,7 @@ class ImageJob:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Signal sources -> scan-like images (PTB-XL is the strongest Stage I source), through src/compose.py
+# Signal tables (sources.read_ptbxl / read_code15) -> image sets (PTB-XL is the strongest Stage I source)
 # ----------------------------------------------------------------------------------------------------------------
 class _RenderJob:
     """One (record, k) -> images/<id>_<k>.<ext> + .json; rng = default_rng([seed, crc32(record id), k]), so an image
@@ -192,7 +193,7 @@ class RenderConfig:
     seconds: float = 10.0  # page span, s (less where the paper is too short at the sampled speed); shorter records are errors
     seed: int = 0  # base seed; image rng = default_rng([seed, crc32(record), k, window])
     layout: str = ""  # force a layout (3x4, 6x2, 12x1, 2x1, 1x1); empty = sampled
-    hw: tuple[int, ...] = ()  # output height H, width W, e.g. --hw=640,1152 (empty: native page / 1900x3460 photo)
+    hw: tuple[int, ...] = ()  # output height H, width W, e.g. --hw=640,1152 (empty: page as drawn / 1900,3460 photo)
     n_synth: int = 8  # records to synthesise when --signals is empty
     max_windows: int = 0  # page windows per long record (0 = all)
     limit: int = 0  # use only the first N records (0 = all)

@@ -92,8 +92,8 @@ def _strip_samples(meta: dict) -> dict:
 
 
 def patient_signal(seed: int, code: int, patient: int, prevalence: str = "") -> tuple[np.ndarray, dict, list[str]]:
-    """The synthetic patient `patient` of stream `code`: (signal, synth meta, subtypes) from rng [seed, code, patient, 0]
-    (labels sampled at `prevalence`, as synth.parse_prevalence reads it; '' = synth's defaults)."""
+    """The synthetic patient `patient` of stream `code`: (signal, synth meta, subtypes) from rng
+    [seed, code, patient, 0], labels sampled at `prevalence` (as synth.parse_prevalence reads it; '' = defaults)."""
     rng = np.random.default_rng([seed, code, patient, 0])
     _, subtypes = synth.sample_labels(rng, prevalence or None)
     signal, smeta = synth.synthesize(rng, labels=subtypes)

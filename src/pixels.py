@@ -83,7 +83,8 @@ def _working_leads(meta: dict) -> list[dict]:
 
 def transform_meta(meta: dict, fn, wh: tuple[int, int], matrix: np.ndarray | None = None) -> dict:
     """Moves every coordinate in `meta` by the point map `fn` ((N, 2) -> (N, 2), page->new pixels), sets the new image
-    size (`wh`: width, height, as meta['size'] keeps it, in the x, y order of its coordinates) and refreshes all boxes. `matrix` (3x3) is the planar part of `fn`, composed into meta['page_to_image']."""
+    size (`wh`: width, height, as meta['size'] keeps it, in the x, y order of its coordinates) and refreshes all
+    boxes. `matrix` (3x3) is the planar part of `fn`, composed into meta['page_to_image']."""
     for lead in _working_leads(meta):
         pts = fn(np.stack([lead["x"], lead["y"]], 1))
         lead["x"], lead["y"] = pts[:, 0], pts[:, 1]
@@ -207,9 +208,10 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     return cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB)
 
 
-def fit_to_size(img: np.ndarray, meta: dict, hw: tuple[int, int], pad_rgb=(236, 236, 234)) -> tuple[np.ndarray, dict]:
-    """Scale uniformly to fit `hw` (height, width) and pad the rest (a sheet on a scanner bed), so squares stay square and
-    px_per_mm stays a single exact number. The metadata moves with the pixels."""
+def fit_to_size(img: np.ndarray, meta: dict, hw: tuple[int, int], pad_rgb=(236, 236, 234)
+                ) -> tuple[np.ndarray, dict]:
+    """Scale uniformly to fit `hw` (height, width) and pad the rest (a sheet on a scanner bed), so squares stay square
+    and px_per_mm stays a single exact number. The metadata moves with the pixels."""
     h, w = img.shape[:2]
     H, W = int(hw[0]), int(hw[1])
     s = min(W / w, H / h)

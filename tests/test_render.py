@@ -1,11 +1,10 @@
-"""src/render.py and src/compose.py: the page is where the metadata says, at the scale the parameters say; sized
-images; masks; the render CLI."""
+"""src/render.py: the page is where the metadata says, at the scale the parameters say; masks from the metadata."""
 import json
 
 import numpy as np
 import pytest
 
-from src import compose, pixels, render
+from src import pixels, render
 from src.config import LEADS
 
 FS = 500
@@ -173,23 +172,6 @@ def test_absent_leads_and_short_signals():
         render.render_ecg(sig[:3], FS, render.RenderParams(dpi=60), np.random.default_rng(0))
 
 
-def test_make_image_deterministic_and_sized():
-    from src import synth
-    sig, smeta = synth.synthesize(synth.record_rng(0, 7))
-    a, ma = compose.make_image(sig, smeta["fs"], np.random.default_rng(11), "scan", hw=(425, 550))
-    b, mb = compose.make_image(sig, smeta["fs"], np.random.default_rng(11), "scan", hw=(425, 550))
-    c, _ = compose.make_image(sig, smeta["fs"], np.random.default_rng(12), "scan", hw=(425, 550))
-    assert a.shape == (425, 550, 3) and np.array_equal(a, b) and ma == mb and not np.array_equal(a, c)
-    assert json.loads(json.dumps(ma)) == ma
-    for seed in range(6):  # sampled diversity keeps every label consistent
-        img, meta = compose.make_image(sig, smeta["fs"], np.random.default_rng(seed), "scan", hw=(425, 550))
-        assert meta["size"] == [550, 425] and img.shape == (425, 550, 3)
-        x0, y0, x1, y1 = meta["roi_box"]
-        assert all(x0 <= lead["bbox"][0] and lead["bbox"][2] <= x1 and y0 <= lead["bbox"][1] and
-                   lead["bbox"][3] <= y1 for lead in meta["leads"])
-        check_round_trip(meta, sig, smeta["fs"])
-
-
 def test_masks_follow_the_traces():
     sig = spikes_signal()
     img, meta = render.render_ecg(sig, FS, render.RenderParams(dpi=80), np.random.default_rng(0))
@@ -201,43 +183,3 @@ def test_masks_follow_the_traces():
     ink = grey(img) < 110
     trace = pixels.masks_from_meta(meta, "trace") > 0
     assert (ink & trace).sum() / trace.sum() > 0.6  # the mask sits on the ink
-
-
-def _write_record(d, name, seconds, fs=250, names=("I", "II", "V1"), units="mV"):
-    import wfdb
-    sig = np.random.default_rng(0).normal(0, 0.4, (int(seconds * fs), len(names)))
-    wfdb.wrsamp(name, fs=fs, units=[units] * len(names), sig_name=list(names), p_signal=sig,
-                fmt=["16"] * len(names), write_dir=str(d))
-    return sig
-
-
-def test_cli_windows_resume_and_bad_records(tmp_path):
-    src_dir, out = tmp_path / "signals", tmp_path / "out"
-    src_dir.mkdir()
-    _write_record(src_dir, "long", 25.0, fs=200, names=LEADS)  # 25 s: two 10-s pages
-    _write_record(src_dir, "short", 3.0, fs=200, names=LEADS)  # shorter than a page: an error naming it
-    (src_dir / "broken.hea").write_text("broken 12 500\n")  # header naming no signal lines
-    argv = ["--signals", str(src_dir), "--out", str(out), "--hw", "340,440", "--workers", "1", "--preview",
-            "--masks", "trace", "--layout", "3x4", "--seed", "4"]
-    compose.main(argv)
-    import pandas as pd
-    idx = pd.read_csv(out / "index.csv")
-    ok = idx[idx.status == "ok"]
-    assert sorted(ok.id) == ["long_00_w00", "long_00_w01"]
-    bad = idx[idx.status == "error"].set_index("id").error
-    assert len(bad) == 2 and "broken.hea" in bad["broken_00"] and "short.hea" in bad["short_00"]
-    assert "3 s long" in bad["short_00"]
-    side = json.loads((out / "long_00_w01.json").read_text())
-    assert side["rng_seed"][0] == 4 and side["params"]["t0"] == 10.0 and side["size"] == [440, 340] and side["config"]["hw"] == [340, 440]
-    assert (out / "preview.png").exists() and (out / "long_00_w00_mask.png").exists()
-    stamp = (out / "long_00_w00.png").stat().st_mtime_ns
-    compose.main(argv)  # resume: nothing is redrawn
-    assert (out / "long_00_w00.png").stat().st_mtime_ns == stamp
-    assert pd.read_csv(out / "index.csv").equals(idx)
-
-
-def test_cli_default_synthesises(tmp_path):
-    compose.main(["--out", str(tmp_path), "--n-synth", "2", "--hw", "340,440", "--workers", "1"])
-    import pandas as pd
-    idx = pd.read_csv(tmp_path / "index.csv")
-    assert list(idx.status) == ["ok", "ok"] and {"MI", "AF"} <= set(idx.columns)

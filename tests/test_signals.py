@@ -4,9 +4,17 @@ import pytest
 
 from src import render, signals
 from src.config import LEADS, REPO
-from tests.test_render import _write_record, check_round_trip
+from tests.test_render import check_round_trip
 
 FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+def _write_record(d, name, seconds, fs=250, names=("I", "II", "V1"), units="mV"):
+    import wfdb
+    sig = np.random.default_rng(0).normal(0, 0.4, (int(seconds * fs), len(names)))
+    wfdb.wrsamp(name, fs=fs, units=[units] * len(names), sig_name=list(names), p_signal=sig,
+                fmt=["16"] * len(names), write_dir=str(d))
+    return sig
 
 
 @pytest.mark.skipif(not FIXTURES.exists(), reason="shared WFDB fixtures not present")
