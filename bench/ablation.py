@@ -56,8 +56,11 @@ import numpy as np
 import pandas as pd
 
 from src import config as kit_config
+from src.compose import ImageJob
 from src.config import LABELS, parse_args, paths
-from src.utils import imwrite, parallel_map, write_csv, write_json, write_text
+from src.make_data import patient_signal
+from src.render import RenderParams
+from src.utils import parallel_map, write_csv, write_json, write_text
 
 EXPERIMENTS = ("backbone", "stages", "preprocess", "fraction", "vote", "shift", "ceiling")
 # Sizes and recipe per preset. `data` is the src.make_data preset the counts override; `strategy` and `arch` are the
@@ -67,16 +70,16 @@ EXPERIMENTS = ("backbone", "stages", "preprocess", "fraction", "vote", "shift", 
 # Stage II fold's training part (4/5 of n_train), so the signal ceiling is read at the image arms' data size.
 PRESETS = {
     "tiny": dict(data="tiny", n_train=25, n_test=20, n_scans=24, n_extra=12, n_shift=12, n_shift_test=16,
-                 photo_size=(480, 270), scan_size=(440, 340), size=(32, 128), epochs1=1, epochs2=1, batch=8, workers=1,
+                 photo_hw=(270, 480), scan_hw=(340, 440), size=(32, 128), epochs1=1, epochs2=1, batch=8, workers=1,
                  strategy="trace", arch="ecgka_tracenet", lr1=2e-3, lr2=2e-4,
                  backbones=("ecgka_tracenet", "convnext_atto"), min_train=4, ceiling_n=(40,), ceiling_epochs=1),
     "cpu": dict(data="demo", n_train=500, n_test=200, n_scans=2000, n_extra=1000, n_shift=300, n_shift_test=200,
-                photo_size=(960, 544), scan_size=(880, 680), size=(96, 384), epochs1=8, epochs2=4, batch=32, workers=2,
+                photo_hw=(544, 960), scan_hw=(680, 880), size=(96, 384), epochs1=8, epochs2=4, batch=32, workers=2,
                 strategy="trace", arch="ecgka_tracenet", lr1=2e-3, lr2=2e-4,
                 backbones=("ecgka_tracenet", "convnext_atto", "resnet18", "pvt_v2_b0"), min_train=8,
                 ceiling_n=(400, 2000), ceiling_epochs=10),
     "full": dict(data="full", n_train=15000, n_test=3200, n_scans=30000, n_extra=10000, n_shift=5000,
-                 n_shift_test=1000, photo_size=(3460, 1900), scan_size=(2200, 1700), size=(512, 768), epochs1=50,
+                 n_shift_test=1000, photo_hw=(1900, 3460), scan_hw=(1700, 2200), size=(512, 768), epochs1=50,
                  epochs2=30, batch=32, workers=8, strategy="roi_clahe", arch="convnext_base", lr1=1e-4, lr2=1e-4,
                  backbones=("convnext_base", "resnet50", "pvt_v2_b2"), min_train=32, ceiling_n=(12000,),
                  ceiling_epochs=20),
@@ -121,60 +124,38 @@ class AblationConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Extra image sets the competition build does not make (reusing src.synth / src.render / src.photo)
+# Extra image sets the competition build does not make (src.make_data's synthetic patients, src.compose's image job)
 # ----------------------------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class _ImageJob:
-    path: str  # <dir>/<id>.png; the sidecar <id>.json sits beside it
-    kind: str  # photo (diverse, render.make_image) | narrow (one fixed page setting, then photographed)
-    seed: int
-    code: int
-    index: int
-    size: tuple[int, int]  # photo W, H
-
-
 def narrow_params():
     """The single page setting of the `shift` experiment: 3x4 + lead II rhythm strip, red grid, letter, no paper
     artefacts (no creases, stamps, scribbles), default ink and fonts. The camera still varies per photo."""
-    from src import render
-    return render.RenderParams(layout="3x4", rhythm=("II",), paper="letter", grid="red", artefacts={})
+    return RenderParams(layout="3x4", rhythm=("II",), paper="letter", grid="red", artefacts={})
 
 
-def _make_image(job: _ImageJob) -> dict:
-    from src import photo, render, synth
-    side = Path(job.path).with_suffix(".json")
-    if side.exists() and Path(job.path).exists():
-        return json.loads(side.read_text())["row"]  # resume
-    srng = np.random.default_rng([job.seed, job.code, job.index, 0])
-    irng = np.random.default_rng([job.seed, job.code, job.index, 1])
-    _, subtypes = synth.sample_labels(srng)
-    signal, smeta = synth.synthesize(srng, labels=subtypes)
-    if job.kind == "photo":
-        img, meta = render.make_image(signal, smeta["fs"], irng, style="photo", size=job.size)
-        params = meta.get("params")
-    else:
-        pp = photo.sample_photo_params(irng, out_size=job.size)
-        rp = narrow_params()
-        # page drawn at about the resolution it will have in the photo (as render.make_image does for photos)
-        ph_in = render.PAPERS_MM[rp.paper][1] / 25.4
-        rp.dpi = float(max(40, 5 * round(pp.out_size[1] * pp.fill / ph_in / 5)))
-        page, meta = render.render_ecg(signal, smeta["fs"], rp, irng)
-        img, meta = photo.photograph(page, meta, pp, irng)
-        params = {"page": dataclasses.asdict(rp), "photo": dataclasses.asdict(pp)}
-    row = {"id": Path(job.path).stem, **{k: int(smeta["labels"][k]) for k in LABELS},
-           "patient_id": f"{job.kind}{job.code}-{job.index}"}
-    imwrite(job.path, img)
-    write_json(side, {"row": row, "key": dataclasses.asdict(job), "subtypes": subtypes, "params": params})
+def _make_image(item: tuple[ImageJob, str, int, int]) -> dict:
+    """One image of a set: kind photo (diverse pages, compose.make_image) | narrow (the one `narrow_params` page
+    setting, then photographed); the signal is make_data's synthetic patient `index` of stream `code`."""
+    job, kind, code, index = item
+    if job.done():
+        return job.read()["row"]  # resume
+    signal, smeta, subtypes = patient_signal(job.seed[0], code, index)
+    img, meta = job.draw(signal, smeta["fs"], params=narrow_params() if kind == "narrow" else None)
+    row = {"id": Path(job.image).stem, **{k: int(smeta["labels"][k]) for k in LABELS},
+           "patient_id": f"{kind}{code}-{index}"}
+    job.write(img, meta, {"row": row, "key": {"kind": kind, "seed": job.seed[0], "code": code, "index": index,
+                                              "hw": list(job.hw)},
+                          "subtypes": subtypes, "params": {"page": meta["params"], "photo": meta["photo"]}})
     return row
 
 
-def make_image_set(folder: Path, kind: str, code: int, n: int, seed: int, size, workers: int) -> pd.DataFrame:
-    """n images in folder/<id>.png (+ .json); returns their label table (id, LABELS, patient_id) in index order."""
-    jobs = [_ImageJob(str(folder / f"{kind[0]}{code}_{i:06d}.png"), kind, seed, code, i, tuple(size))
-            for i in range(n)]
-    rows = {r["id"]: r for r in parallel_map(_make_image, jobs, workers=workers, desc=f"{kind} set {folder.name}",
+def make_image_set(folder: Path, kind: str, code: int, n: int, seed: int, hw, workers: int) -> pd.DataFrame:
+    """n photos of `hw` (height, width) in folder/<id>.png (+ .json); returns their label table (id, LABELS,
+    patient_id) in index order."""
+    items = [(ImageJob(str(folder / f"{kind[0]}{code}_{i:06d}.png"), str(folder / f"{kind[0]}{code}_{i:06d}.json"),
+                       (seed, code, i, 1), "photo", tuple(hw)), kind, code, i) for i in range(n)]
+    rows = {r["id"]: r for r in parallel_map(_make_image, items, workers=workers, desc=f"{kind} set {folder.name}",
                                               chunksize=2)}
-    return pd.DataFrame([rows[Path(j.path).stem] for j in jobs], columns=["id", *LABELS, "patient_id"])
+    return pd.DataFrame([rows[Path(job.image).stem] for job, *_ in items], columns=["id", *LABELS, "patient_id"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -209,8 +190,8 @@ class Kit:
             self.call("src.make_data", [f"--preset={p['data']}", f"--seed={self.cfg.data_seed}", f"--root={self.data}",
                                         "--name=abl", f"--n_train={p['n_train']}", f"--n_test={p['n_test']}",
                                         f"--n_scans={p['n_scans']}", "--n_roi=2",
-                                        "--photo_size=" + ",".join(map(str, p["photo_size"])),
-                                        "--scan_size=" + ",".join(map(str, p["scan_size"])), f"--workers={w}"])
+                                        "--photo_hw=" + ",".join(map(str, p["photo_hw"])),
+                                        "--scan_hw=" + ",".join(map(str, p["scan_hw"])), f"--workers={w}"])
         self.comp = self.data / "abl-comp"
         self.solution = self.data / "abl-comp-solution" / "solution.csv"
         self.scans = self.data / "abl-scans"
@@ -220,11 +201,11 @@ class Kit:
                                     "--seed=42", f"--out={self.folds}"])
 
     def extra_set(self) -> Path:
-        """Stage I's extra source: diverse photo-like pages of other signals (render.make_image style=photo)."""
+        """Stage I's extra source: diverse photo-like pages of other signals (compose.make_image style=photo)."""
         d = self.data / "abl-extra"
         if not (d / "labels.csv").is_file():
             df = make_image_set(d / "images", "photo", GEN_CODE["extra"], self.p["n_extra"], self.cfg.data_seed,
-                                self.p["photo_size"], self.p["workers"])
+                                self.p["photo_hw"], self.p["workers"])
             write_csv(d / "labels.csv", df)
         return d
 
@@ -234,9 +215,9 @@ class Kit:
         sol = self.data / "abl-narrow-comp-solution" / "solution.csv"
         if not sol.is_file():
             tr = make_image_set(d / "train", "narrow", GEN_CODE["shift_train"], self.p["n_shift"], self.cfg.data_seed,
-                                self.p["photo_size"], self.p["workers"])
+                                self.p["photo_hw"], self.p["workers"])
             te = make_image_set(d / "test", "narrow", GEN_CODE["shift_test"], self.p["n_shift_test"],
-                                self.cfg.data_seed, self.p["photo_size"], self.p["workers"])
+                                self.cfg.data_seed, self.p["photo_hw"], self.p["workers"])
             write_csv(d / "train.csv", tr)
             write_csv(d / "sample_submission.csv", te[["id"]].assign(**{k: 0.5 for k in LABELS}))
             write_csv(sol, te[["id", *LABELS]])
@@ -1222,7 +1203,7 @@ def write_report(kit: Kit, path: Path, failures: list[dict], wall: float, argv: 
          "## Setup", "",
          f"- Latest invocation: `python -m bench.ablation {' '.join(shlex.quote(a) for a in argv)}`",
          f"- Preset `{cfg.preset}` (budget {cfg.budget:g}): {p['n_train']} train / {p['n_test']} test competition "
-         f"photos ({p['photo_size'][0]}x{p['photo_size'][1]}), {p['n_scans']} Stage I scans, {p['n_extra']} extra "
+         f"photos ({p['photo_hw'][1]}x{p['photo_hw'][0]}), {p['n_scans']} Stage I scans, {p['n_extra']} extra "
          f"photo-like Stage I images, shift set {p['n_shift']} / {p['n_shift_test']}; caches {p['size'][0]}x"
          f"{p['size'][1]}; Stage I {p['epochs1']} epochs at lr {p['lr1']:g}, Stage II {p['epochs2']} epochs at lr "
          f"{p['lr2']:g}, batch {p['batch']}, augmentation "

@@ -5,7 +5,7 @@
     python -m bench.infer --run=outputs/train/stage2       # the run's own fold models and preprocessing
 
 Without --run, random-weight fold checkpoints are written to a temp folder (speed does not depend on the weights) and
-photo-style test images are rendered at --photo_size (rendering is not timed). Prints, per image:
+photo-style test images are rendered at --photo_hw (rendering is not timed). Prints, per image:
   preprocess   imread + src.preprocess.preprocess_image in this process (one core's worth)
   model        forward passes only on ready uint8 batches (normalise + forward + sigmoid), 1 fold and all folds
   end to end   src.infer.predict as the CLI runs it (loader workers preprocess while the models run), 1 fold and all
@@ -34,7 +34,7 @@ class BenchConfig:
     strategy: str = "roi_clahe"  # preprocessing strategy of the random-weight folds
     folds: int = 5  # random-weight fold models
     n: int = 32  # test photos
-    photo_size: tuple[int, ...] = (1152, 640)  # rendered photo W H (the demo preset's)
+    photo_hw: tuple[int, ...] = (640, 1152)  # rendered photo height H, width W
     batch_size: int = 16  # images per forward pass
     workers: int = -1  # loader workers for the end-to-end figure (-1: one per core, at most 8)
     threads: int = 0  # torch threads (0: one per core)
@@ -63,13 +63,13 @@ def fake_run(root: Path, arch: str, n_folds: int, size, strategy: str) -> Path:
     return run
 
 
-def render_photos(folder: Path, n: int, photo_size, seed: int) -> list[str]:
-    from src import render, synth
+def render_photos(folder: Path, n: int, photo_hw, seed: int) -> list[str]:
+    from src import compose, synth
     files = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
         signal, meta = synth.synthesize(rng)
-        img, _ = render.make_image(signal, meta["fs"], rng, style="photo", size=tuple(photo_size))
+        img, _ = compose.make_image(signal, meta["fs"], rng, style="photo", hw=tuple(photo_hw))
         imwrite(folder / f"t{i:04d}.png", img)
         files.append(str(folder / f"t{i:04d}.png"))
     return files
@@ -91,8 +91,8 @@ def bench(cfg: BenchConfig, tmp: Path) -> None:
     pcfg = infer.preprocess_config(run, infer.read_run_config(run))
     rt = infer.make_runtime(cfg.amp)
     folds = infer.load_fold_models(infer.fold_dirs(run, "all"), None, rt.device)
-    print(f"rendering {cfg.n} photos {cfg.photo_size[0]}x{cfg.photo_size[1]} ...", flush=True)
-    files = render_photos(tmp / "test", cfg.n, cfg.photo_size, cfg.seed)
+    print(f"rendering {cfg.n} photos {cfg.photo_hw[1]}x{cfg.photo_hw[0]} ...", flush=True)
+    files = render_photos(tmp / "test", cfg.n, cfg.photo_hw, cfg.seed)
     ids = [Path(f).stem for f in files]
     workers = min(8, default_workers()) if cfg.workers < 0 else cfg.workers
     print(f"{len(folds)} fold(s) of {folds[0]['arch']} at {pcfg.size[0]}x{pcfg.size[1]}, preprocess {pcfg.strategy}; "

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from src import preprocess as P
-from src import render, synth
+from src import synth
+from src.compose import make_image
 from src.config import parse_args
 from src.roi import downscale, classical_roi, detect_roi_info
 from src.utils import imread, imwrite, set_threads
@@ -30,7 +31,7 @@ from src.utils import imread, imwrite, set_threads
 class BenchConfig:
     """Time decode vs the full roi_clahe step on BHF-sized photo PNGs (one core)."""
     n: int = 3  # photos (rendered once into a temp folder)
-    photo_size: tuple[int, ...] = (3460, 1900)  # photo W H (BHF photos)
+    photo_hw: tuple[int, ...] = (1900, 3460)  # photo height H, width W (BHF photos)
     size: tuple[int, ...] = (512, 768)  # preprocess output H W
     repeats: int = 3  # timings are medians over this many runs
     weights: str = ""  # YOLO ROI weights to time as well ('' = OpenCV detector only)
@@ -61,11 +62,11 @@ def _run(cfg: BenchConfig, tmp: Path) -> dict:
     for i in range(cfg.n):
         rng = np.random.default_rng([cfg.seed, i])
         signal, smeta = synth.synthesize(rng)
-        img, _ = render.make_image(signal, smeta["fs"], rng, style="photo", size=tuple(cfg.photo_size))
+        img, _ = make_image(signal, smeta["fs"], rng, style="photo", hw=tuple(cfg.photo_hw))
         imwrite(tmp / f"photo{i}.png", img)
         files.append(tmp / f"photo{i}.png")
     mb = np.mean([f.stat().st_size for f in files]) / 2**20
-    print(f"{cfg.n} photo PNGs {cfg.photo_size[0]}x{cfg.photo_size[1]} ({mb:.1f} MB each), output "
+    print(f"{cfg.n} photo PNGs {cfg.photo_hw[1]}x{cfg.photo_hw[0]} ({mb:.1f} MB each), output "
           f"{cfg.size[0]}x{cfg.size[1]}, 1 thread, median of {cfg.repeats}")
 
     job = P.CacheJob(strategy="roi_clahe", size=tuple(cfg.size), dst=str(tmp / "out"))

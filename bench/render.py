@@ -23,7 +23,8 @@ import time  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from src import photo, render, synth  # noqa: E402
+from src import compose, photo, render, synth  # noqa: E402
+from src.pixels import finalize_meta  # noqa: E402
 
 
 def _time(fn, reps: int) -> tuple[float, float, object]:
@@ -64,18 +65,18 @@ def main(argv=None) -> None:
 
     def full_photo():
         rng = np.random.default_rng(3)
-        page, meta = render._render(signal, fs, page_p, rng, defer_gain=True)  # as make_image does
-        img, meta = photo._photograph(page, meta, cam, rng)
-        return img, render.finalize_meta(meta)
+        page, meta, gain = render.draw_page(signal, fs, page_p, rng, defer_gain=True)  # as make_image does
+        img, meta = photo.camera(page, meta, cam, rng, gain)
+        return img, finalize_meta(meta)
     case("photo, every camera effect on", full_photo)
 
     seeds = iter(range(10_000))
-    case("photo, sampled (make_image)", lambda: render.make_image(signal, fs, np.random.default_rng(next(seeds)),
-                                                                  "photo"), max(reps, 12))
-    case("photo 1152x640 demo (make_image)", lambda: render.make_image(
-        signal, fs, np.random.default_rng(next(seeds)), "photo", size=(1152, 640)), max(reps, 12))
-    case("scan 1100x850 demo (make_image)", lambda: render.make_image(
-        signal, fs, np.random.default_rng(next(seeds)), "scan", size=(1100, 850)), max(reps, 12))
+    case("photo, sampled (make_image)", lambda: compose.make_image(signal, fs, np.random.default_rng(next(seeds)),
+                                                                   "photo"), max(reps, 12))
+    case("photo 1152x640 demo (make_image)", lambda: compose.make_image(
+        signal, fs, np.random.default_rng(next(seeds)), "photo", hw=(640, 1152)), max(reps, 12))
+    case("scan 1100x850 demo (make_image)", lambda: compose.make_image(
+        signal, fs, np.random.default_rng(next(seeds)), "scan", hw=(850, 1100)), max(reps, 12))
 
     print(f"render benchmark: 1 core (cv2.setNumThreads(1)), median of {reps}+ reps, cv2 {cv2.__version__}")
     print(f"{'case':42s} {'size':>10s} {'wall s':>7s} {'cpu s':>7s} {'png cpu s':>9s} {'cpu/png':>7s}")

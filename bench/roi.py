@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from src import render, synth
+from src import synth
+from src.compose import make_image
 from src import roi
 from src.config import parse_args, paths
 from src.utils import parallel_map, set_threads
@@ -33,14 +34,14 @@ class RoiBenchConfig:
     """Mean IoU of the ROI detectors on held-out photo renders."""
     weights: str = ""  # YOLO weights to evaluate; '' = train a small one here first
     n_test: int = 60  # held-out images
-    style: str = "photo"  # held-out images: photo | scan (render.make_image's styles); training is always on photos
-    scan_size: tuple[int, ...] = (880, 680)  # scan W H with --style=scan (the demo scans' size)
+    style: str = "photo"  # held-out images: photo | scan (compose.make_image's styles); training is always on photos
+    scan_hw: tuple[int, ...] = (680, 880)  # scan height H, width W with --style=scan (the demo scans' size)
     # Training here: YOLOv8n from scratch on one CPU thread. At 160 px one input pixel is ~8 photo pixels and 4.5 min
     # reached 0.83; these defaults reach the 0.90 target with room (mean IoU 0.96 after 20 min, 26 epochs, on a
     # shared 2-core machine; 35 min gave 0.965): 320 px trained as 320x192 rectangles (src.roi's rect) with one
     # optimiser step per batch (src.roi's nbs), and 1000 photos, since rendering is cheap (~50 photos/s).
     n_train: int = 1000  # training photos when training here (80% train, 20% val)
-    photo_size: tuple[int, ...] = (1152, 640)  # photo W H (make_data's demo size)
+    photo_hw: tuple[int, ...] = (640, 1152)  # photo height H, width W
     imgsz: int = 320  # YOLO input size when training here
     epochs: int = 300  # upper bound on epochs; --minutes stops first (ultralytics fits the LR schedule into it)
     minutes: float = 20.0  # training time cap
@@ -53,32 +54,32 @@ class RoiBenchConfig:
     out: str = ""  # work folder (default outputs/bench/roi)
 
 
-def _render(i: int, seed: int, size: tuple[int, int], style: str = "photo"):
+def _render(i: int, seed: int, hw: tuple[int, int], style: str = "photo"):
     rng = np.random.default_rng([seed, i])
     signal, smeta = synth.synthesize(rng)
-    img, meta = render.make_image(signal, smeta["fs"], rng, style=style, size=size)
+    img, meta = make_image(signal, smeta["fs"], rng, style=style, hw=hw)
     return i, img, meta["roi_box"]
 
 
-def _photos(n, seed, size, workers, desc, style="photo"):
+def _photos(n, seed, hw, workers, desc, style="photo"):
     """[(RGB image, true box)] in index order."""
-    return [(img, box) for _, img, box in sorted(_render_all(n, seed, size, workers, desc, style),
+    return [(img, box) for _, img, box in sorted(_render_all(n, seed, hw, workers, desc, style),
                                                  key=lambda r: r[0])]
 
 
-def _render_all(n, seed, size, workers, desc, style="photo"):
-    return parallel_map(partial(_render, seed=seed, size=tuple(size), style=style), range(n), workers=workers,
+def _render_all(n, seed, hw, workers, desc, style="photo"):
+    return parallel_map(partial(_render, seed=seed, hw=tuple(hw), style=style), range(n), workers=workers,
                         desc=desc)
 
 
-def training_set(work: Path, n: int, seed: int, size, workers: int) -> Path:
-    """The YOLO set of n training photos (first n // 5 are val), rendered once per (n, size) and reused."""
-    root = work / f"data-{n}-{size[0]}x{size[1]}"
+def training_set(work: Path, n: int, seed: int, hw, workers: int) -> Path:
+    """The YOLO set of n training photos (first n // 5 are val), rendered once per (n, hw) and reused."""
+    root = work / f"data-{n}-{hw[1]}x{hw[0]}"
     if not (root / "dataset.yaml").exists():
         n_val = max(1, n // 5)
         # streamed to disk as rendered: 800 photos held in memory would take ~2 GB
         roi.write_yolo_dataset(root, ((f"p{i:05d}", "val" if i < n_val else "train", img, box)
-                                      for i, img, box in _render_all(n, seed, size, workers, "render train")))
+                                      for i, img, box in _render_all(n, seed, hw, workers, "render train")))
     return root / "dataset.yaml"
 
 
@@ -97,10 +98,10 @@ def main(argv=None):
     # Render before training: forking worker processes after torch has run its thread pool can hang them.
     if cfg.style not in ("photo", "scan"):
         raise SystemExit(f"--style must be photo or scan, got {cfg.style!r}")
-    test_size = cfg.photo_size if cfg.style == "photo" else cfg.scan_size
-    test = _photos(cfg.n_test, cfg.seed, test_size, cfg.workers, "render test", cfg.style)
+    test_hw = cfg.photo_hw if cfg.style == "photo" else cfg.scan_hw
+    test = _photos(cfg.n_test, cfg.seed, test_hw, cfg.workers, "render test", cfg.style)
     if not weights:
-        data = training_set(work, cfg.n_train, cfg.seed + 1, cfg.photo_size, cfg.workers)
+        data = training_set(work, cfg.n_train, cfg.seed + 1, cfg.photo_hw, cfg.workers)
         t0 = time.time()
         m = roi.train(roi.RoiTrainConfig(data=str(data), out=str(work / "run"), epochs=cfg.epochs, imgsz=cfg.imgsz,
                                          batch=cfg.batch, minutes=cfg.minutes, workers=cfg.threads,

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import render, synth
+from . import synth
+from .compose import ImageJob
 from .roi import write_yolo_yaml, yolo_label
 from .config import LABELS, parse_args, paths
-from .utils import imwrite, parallel_map, write_csv, write_json, write_text
+from .utils import parallel_map, write_csv, write_json, write_text
 
 # What each preset makes. `demo` is sized for ./run_all.sh on 2 CPU cores: small photos (the model sees a 96 px high
 # trace map anyway), a few hundred training images, and a Stage I set 48x as large, because from random weights the
@@ -39,18 +40,18 @@ from .utils import imwrite, parallel_map, write_csv, write_json, write_text
 # train loss 0.59 against hold-out 3.5 at epoch 9; 5 epochs over 12000 cost as many steps as 16 over 4000 and did not;
 # 6 epochs over 24000 took the hidden test from 0.915 to 0.960 (README "Results").
 PRESETS = {
-    #        n_train n_test n_scans n_roi  photo (W, H)    scan (W, H)
-    "tiny": dict(n_train=40, n_test=20, n_scans=40, n_roi=24, photo_size=(640, 352), scan_size=(550, 425)),
-    "demo": dict(n_train=500, n_test=200, n_scans=24000, n_roi=160, photo_size=(960, 544), scan_size=(880, 680)),
-    "full": dict(n_train=15000, n_test=3200, n_scans=30000, n_roi=2000, photo_size=(3460, 1900),
-                 scan_size=(2200, 1700)),
+    #        n_train n_test n_scans n_roi  photo (H, W)    scan (H, W)
+    "tiny": dict(n_train=40, n_test=20, n_scans=40, n_roi=24, photo_hw=(352, 640), scan_hw=(425, 550)),
+    "demo": dict(n_train=500, n_test=200, n_scans=24000, n_roi=160, photo_hw=(544, 960), scan_hw=(680, 880)),
+    "full": dict(n_train=15000, n_test=3200, n_scans=30000, n_roi=2000, photo_hw=(1900, 3460),
+                 scan_hw=(1700, 2200)),
 }
 SPLIT_CODE = {"train": 1, "test": 2, "scans": 3, "roi": 4}  # separates the random streams of the four sets
 
 
 @dataclasses.dataclass
 class MakeDataConfig:
-    preset: str = "demo"  # tiny | demo | full (sizes above); the n_* / *_size fields below override it
+    preset: str = "demo"  # tiny | demo | full (sizes above); the n_* / *_hw fields below override it
     seed: int = 0  # dataset seed: same seed, same bytes
     root: str = ""  # where the four folders go (default: the input/ data root)
     name: str = "ecg-synth"  # folder prefix: <name>-comp, <name>-comp-solution, <name>-scans, <name>-roi
@@ -58,8 +59,8 @@ class MakeDataConfig:
     n_test: int = -1  # test photos (-1: preset)
     n_scans: int = -1  # Stage I scan-like images (-1: preset)
     n_roi: int = -1  # ROI-detector photos (-1: preset)
-    photo_size: tuple[int, ...] = ()  # photo W H (empty: preset)
-    scan_size: tuple[int, ...] = ()  # scan W H (empty: preset)
+    photo_hw: tuple[int, ...] = ()  # photo height H, width W, e.g. --photo_hw=544,960 (empty: preset)
+    scan_hw: tuple[int, ...] = ()  # scan height H, width W, e.g. --scan_hw=680,880 (empty: preset)
     prevalence: str = ""  # label prevalences, e.g. MI=0.25,AF=0.07 (empty: synth's BHF defaults)
     images_per_patient: int = 1  # >1 puts several photos of one signal in train (shares patient_id)
     public_fraction: float = 0.3  # share of the test set scored on the Public leaderboard
@@ -71,7 +72,7 @@ class MakeDataConfig:
         for k in ("n_train", "n_test", "n_scans", "n_roi"):
             if getattr(self, k) >= 0:
                 p[k] = getattr(self, k)
-        for k in ("photo_size", "scan_size"):
+        for k in ("photo_hw", "scan_hw"):
             if getattr(self, k):
                 p[k] = tuple(getattr(self, k))
         return p
@@ -90,62 +91,64 @@ def _strip_samples(meta: dict) -> dict:
     return meta
 
 
+def patient_signal(seed: int, code: int, patient: int, prevalence: str = "") -> tuple[np.ndarray, dict, list[str]]:
+    """The synthetic patient `patient` of stream `code`: (signal, synth meta, subtypes) from rng
+    [seed, code, patient, 0], labels sampled at `prevalence` (as synth.parse_prevalence reads it; '' = defaults)."""
+    rng = np.random.default_rng([seed, code, patient, 0])
+    _, subtypes = synth.sample_labels(rng, prevalence or None)
+    signal, smeta = synth.synthesize(rng, labels=subtypes)
+    return signal, smeta, subtypes
+
+
 @dataclasses.dataclass(frozen=True)
 class _Job:
     split: str  # train | test | scans | roi
     index: int  # image index within the split
     patient: int  # signal index within the split (several images may share one in train)
-    image_path: str
-    sidecar_path: str
-    style: str  # scan | photo
-    size: tuple[int, int]
     seed: int
     prevalence: str  # as synth.parse_prevalence reads it ('' = defaults)
+    image: ImageJob  # drawn with rng [seed, split code, index, 1]
 
 
 def _make_one(job: _Job) -> dict:
-    sidecar = Path(job.sidecar_path)
-    if sidecar.exists() and Path(job.image_path).exists():
-        return json.loads(sidecar.read_text())["row"]  # resume: already made
-    code = SPLIT_CODE[job.split]
-    signal_rng = np.random.default_rng([job.seed, code, job.patient, 0])
-    image_rng = np.random.default_rng([job.seed, code, job.index, 1])
-    _, subtypes = synth.sample_labels(signal_rng, job.prevalence or None)
-    signal, smeta = synth.synthesize(signal_rng, labels=subtypes)
-    img, rmeta = render.make_image(signal, smeta["fs"], image_rng, style=job.style, size=job.size)
+    if job.image.done():
+        return job.image.read()["row"]  # resume: already made
+    signal, smeta, subtypes = patient_signal(job.seed, SPLIT_CODE[job.split], job.patient, job.prevalence)
+    img, rmeta = job.image.draw(signal, smeta["fs"])
     # The synthesiser's own record of what it drew is the ground truth (it may add e.g. a secondary ST change).
-    row = {"id": Path(job.image_path).stem, **{k: int(smeta["labels"][k]) for k in LABELS},
+    row = {"id": Path(job.image.image).stem, **{k: int(smeta["labels"][k]) for k in LABELS},
            "patient_id": f"{job.split}-{job.patient}", "subtype": "|".join(subtypes)}
-    imwrite(job.image_path, img)
-    write_json(sidecar, {"row": row, "key": {"seed": job.seed, "split": job.split, "index": job.index,
-                                                "patient": job.patient},
-                         "signal": {k: v for k, v in smeta.items() if k != "leads"}, "render": _strip_samples(rmeta)})
+    job.image.write(img, rmeta, {"row": row, "key": {"seed": job.seed, "split": job.split, "index": job.index,
+                                                     "patient": job.patient},
+                                 "signal": {k: v for k, v in smeta.items() if k != "leads"},
+                                 "render": _strip_samples(rmeta)})
     return row
 
 
-def _jobs(split: str, n: int, folder_img: Path, folder_meta: Path, style: str, size, cfg: MakeDataConfig,
+def _jobs(split: str, n: int, folder_img: Path, folder_meta: Path, style: str, hw, cfg: MakeDataConfig,
           ext: str = ".png", per_patient: int = 1) -> list[_Job]:
     synth.parse_prevalence(cfg.prevalence or None)  # fail early, before any worker starts, on a bad --prevalence
     out = []
     for i in range(n):
         iid = image_id(cfg.seed, split, i)
-        out.append(_Job(split, i, i // per_patient, str(folder_img / f"{iid}{ext}"), str(folder_meta / f"{iid}.json"),
-                        style, tuple(size), cfg.seed, cfg.prevalence))
+        image = ImageJob(str(folder_img / f"{iid}{ext}"), str(folder_meta / f"{iid}.json"),
+                         (cfg.seed, SPLIT_CODE[split], i, 1), style, tuple(hw))
+        out.append(_Job(split, i, i // per_patient, cfg.seed, cfg.prevalence, image))
     return out
 
 
 def _run(jobs: list[_Job], cfg: MakeDataConfig, desc: str) -> pd.DataFrame:
     rows = list(parallel_map(_make_one, jobs, workers=cfg.workers, desc=desc, chunksize=4))
-    order = {Path(j.image_path).stem: k for k, j in enumerate(jobs)}
+    order = {Path(j.image.image).stem: k for k, j in enumerate(jobs)}
     rows.sort(key=lambda r: order[r["id"]])  # parallel results arrive unordered; tables are in index order
     return pd.DataFrame(rows, columns=["id", *LABELS, "patient_id", "subtype"])
 
 
 def make_competition(cfg: MakeDataConfig, root: Path, p: dict) -> None:
     comp, sol = root / f"{cfg.name}-comp", root / f"{cfg.name}-comp-solution"
-    train = _run(_jobs("train", p["n_train"], comp / "train", sol / "meta", "photo", p["photo_size"], cfg,
+    train = _run(_jobs("train", p["n_train"], comp / "train", sol / "meta", "photo", p["photo_hw"], cfg,
                        per_patient=cfg.images_per_patient), cfg, "competition train")
-    test = _run(_jobs("test", p["n_test"], comp / "test", sol / "meta", "photo", p["photo_size"], cfg), cfg,
+    test = _run(_jobs("test", p["n_test"], comp / "test", sol / "meta", "photo", p["photo_hw"], cfg), cfg,
                 "competition test")
     write_csv(comp / "train.csv", train[["id", *LABELS, "patient_id"]])
     write_csv(comp / "sample_submission.csv", test[["id"]].assign(**{k: 0.5 for k in LABELS}))
@@ -160,7 +163,7 @@ def make_competition(cfg: MakeDataConfig, root: Path, p: dict) -> None:
 
 def make_scans(cfg: MakeDataConfig, root: Path, p: dict) -> None:
     d = root / f"{cfg.name}-scans"
-    df = _run(_jobs("scans", p["n_scans"], d / "images", d / "images", "scan", p["scan_size"], cfg), cfg,
+    df = _run(_jobs("scans", p["n_scans"], d / "images", d / "images", "scan", p["scan_hw"], cfg), cfg,
               "stage I scans")
     write_csv(d / "labels.csv", df)
 
@@ -170,15 +173,16 @@ def make_roi(cfg: MakeDataConfig, root: Path, p: dict) -> None:
     d = root / f"{cfg.name}-roi"
     n_val = max(1, round(p["n_roi"] * cfg.roi_val_fraction)) if p["n_roi"] > 1 else 0
     jobs = []
-    for i, j in enumerate(_jobs("roi", p["n_roi"], d / "images" / "train", d / "meta", "photo", p["photo_size"], cfg,
+    for i, j in enumerate(_jobs("roi", p["n_roi"], d / "images" / "train", d / "meta", "photo", p["photo_hw"], cfg,
                                 ext=".jpg")):
         if i < n_val:
-            j = dataclasses.replace(j, image_path=j.image_path.replace("/images/train/", "/images/val/"))
+            j = dataclasses.replace(j, image=dataclasses.replace(
+                j.image, image=j.image.image.replace("/images/train/", "/images/val/")))
         jobs.append(j)
     _run(jobs, cfg, "roi set")
     for j in jobs:  # labels from the sidecars: cheap, and correct on resume too
-        meta = json.loads(Path(j.sidecar_path).read_text())["render"]
-        label = Path(j.image_path.replace("/images/", "/labels/")).with_suffix(".txt")
+        meta = j.image.read()["render"]
+        label = Path(j.image.image.replace("/images/", "/labels/")).with_suffix(".txt")
         write_text(label, yolo_label(meta["roi_box"], *meta["size"]))
     write_yolo_yaml(d)
 
@@ -187,10 +191,13 @@ def check_manifest(cfg: MakeDataConfig, root: Path, p: dict) -> None:
     """Resuming is only safe into folders made with the same image settings (counts may differ: images are keyed by
     index). The manifest sits in the solution folder so the competition folder keeps the real one's layout."""
     f = root / f"{cfg.name}-comp-solution" / "make_data.json"
-    want = {"seed": cfg.seed, "photo_size": list(p["photo_size"]), "scan_size": list(p["scan_size"]),
+    want = {"seed": cfg.seed, "photo_hw": list(p["photo_hw"]), "scan_hw": list(p["scan_hw"]),
             "prevalence": cfg.prevalence, "images_per_patient": cfg.images_per_patient}
     if f.exists():
         have = json.loads(f.read_text())
+        for old, new in (("photo_size", "photo_hw"), ("scan_size", "scan_hw")):  # written before sizes were (H, W)
+            if old in have:
+                have[new] = have.pop(old)[::-1]
         if have != want:
             diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
             raise SystemExit(f"{root}/{cfg.name}-* were made with other settings {diff} (was, now): delete those "

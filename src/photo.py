@@ -1,6 +1,6 @@
 """Photo-like camera model: a rendered ECG page (src/render.py) becomes a phone photograph of the printout.
 
-Used through `render.make_image(..., style="photo")` or directly:
+Used through `compose.make_image(..., style="photo")` or directly:
     page, meta = render.render_ecg(signal, fs, render.RenderParams(dpi=150), rng)
     img, meta = photograph(page, meta, sample_photo_params(rng), rng)
 
@@ -23,15 +23,14 @@ import math
 import cv2
 import numpy as np
 
-from . import render
-from .render import catmull_rom, transform_meta
+from .pixels import add_noise, catmull_rom, finalize_meta, jpeg, multiply_gain, pick, transform_meta
 
 BACKGROUNDS = ("wood", "cloth", "paper", "plain")
 
 
 @dataclasses.dataclass
 class PhotoParams:
-    out_size: tuple[int, int] = (3460, 1900)  # photo W, H (BHF-like landscape)
+    out_hw: tuple[int, int] = (1900, 3460)  # photo height, width (BHF-like landscape)
     fill: float = 0.85  # page's projected extent / frame extent along the binding axis
     center: tuple[float, float] = (0.5, 0.5)  # where the page sits in the free space (0..1, 0..1)
     tilt: float = 12.0  # out-of-plane camera tilt, degrees (<= ~30)
@@ -60,29 +59,30 @@ class PhotoParams:
     def __post_init__(self):
         if self.background not in BACKGROUNDS:
             raise ValueError(f"background {self.background!r}: expected one of {BACKGROUNDS}")
-        self.out_size = (int(self.out_size[0]), int(self.out_size[1]))
+        self.out_hw = (int(self.out_hw[0]), int(self.out_hw[1]))
 
 
-def sample_photo_params(rng: np.random.Generator, out_size: tuple[int, int] | None = None) -> PhotoParams:
-    """Random phone-photo conditions (BHF-like: mostly mild, sometimes harsh)."""
+def sample_photo_params(rng: np.random.Generator, out_hw: tuple[int, int] | None = None) -> PhotoParams:
+    """Random phone-photo conditions (BHF-like: mostly mild, sometimes harsh) for a photo of `out_hw` (height, width;
+    default PhotoParams.out_hw)."""
     roll = rng.normal(0, 5)
     u = rng.random()
     roll += 90 * rng.choice([-1, 1]) if u < 0.05 else (180 if u < 0.08 else 0)
-    bg = render._pick(rng, BACKGROUNDS, [0.3, 0.2, 0.2, 0.3])
+    bg = pick(rng, BACKGROUNDS, [0.3, 0.2, 0.2, 0.3])
     base = {"wood": [(128, 88, 54), (160, 118, 76), (92, 62, 40), (185, 150, 110)],
             "cloth": [(60, 70, 100), (110, 40, 40), (70, 90, 70), (150, 150, 155)],
             "paper": [(225, 222, 214), (205, 205, 200), (235, 230, 215), (190, 195, 200)],
             "plain": [(40, 40, 44), (200, 200, 196), (90, 100, 110), (150, 140, 120)]}[bg]
     t = rng.normal(0, 0.05)
     return PhotoParams(
-        out_size=tuple(out_size) if out_size else (3460, 1900), fill=float(rng.uniform(0.7, 0.95)),
+        out_hw=tuple(out_hw) if out_hw else PhotoParams.out_hw, fill=float(rng.uniform(0.7, 0.95)),
         center=(float(rng.random()), float(rng.random())), tilt=float(30 * rng.beta(1.5, 3.0)),
         tilt_dir=float(rng.uniform(0, 360)), roll=float(roll), focal=float(rng.uniform(0.55, 0.9)),
         curl=float(rng.uniform(0.003, 0.02)) if rng.random() < 0.5 else 0.0, curl_axis=int(rng.integers(2)),
         curl_shape=(float(rng.choice([-1, 1]) * rng.uniform(0.3, 1)), float(rng.uniform(-1, 1))),
         background=bg, bg_rgb=base[int(rng.integers(len(base)))], clutter=int(rng.integers(0, 6)),
         light_grad=float(rng.uniform(0, 0.35)), vignette=float(rng.uniform(0, 0.35)),
-        shadows=int(render._pick(rng, (0, 1, 2), [0.5, 0.4, 0.1])), shadow_strength=float(rng.uniform(0.15, 0.5)),
+        shadows=int(pick(rng, (0, 1, 2), [0.5, 0.4, 0.1])), shadow_strength=float(rng.uniform(0.15, 0.5)),
         glare=float(rng.uniform(0.2, 1.0)) if rng.random() < 0.3 else 0.0, exposure=float(rng.uniform(0.9, 1.08)),
         wb=(float(1 + t), 1.0, float(1 - t)), defocus=float(rng.uniform(0.3, 1.6)) if rng.random() < 0.6 else 0.0,
         motion=float(rng.uniform(2, 8)) if rng.random() < 0.15 else 0.0, motion_angle=float(rng.uniform(0, 180)),
@@ -94,7 +94,7 @@ def sample_photo_params(rng: np.random.Generator, out_size: tuple[int, int] | No
 # ----------------------------------------------------------------------------------------------------------------
 def _homography(page_w: int, page_h: int, p: PhotoParams) -> np.ndarray:
     """Page px -> photo px: tilt + roll in 3D, pinhole projection, then fit into the frame."""
-    W, H = p.out_size
+    H, W = p.out_hw
     c = np.array([[0, 0], [page_w - 1, 0], [page_w - 1, page_h - 1], [0, page_h - 1]], float)
     xy = c - [(page_w - 1) / 2, (page_h - 1) / 2]
     a = math.radians(p.tilt_dir)
@@ -228,13 +228,13 @@ def _background(p: PhotoParams, rng, h: int, w: int, quad: np.ndarray, down: int
 
 
 def _clutter(img, rng, h, w):
-    kind = render._pick(rng, ("pen", "note", "sheet", "mug", "phone"), [3, 2, 2, 1, 1])
+    kind = pick(rng, ("pen", "note", "sheet", "mug", "phone"), [3, 2, 2, 1, 1])
     c = np.array([rng.uniform(0, w), rng.uniform(0, h)])
     s = max(h, w)
     if kind == "pen":
         a = rng.uniform(0, np.pi)
         d = np.array([math.cos(a), math.sin(a)]) * rng.uniform(0.08, 0.15) * s
-        col = render._pick(rng, [(20, 30, 120), (15, 15, 15), (180, 20, 20), (230, 230, 230)], [1, 1, 1, 1])
+        col = pick(rng, [(20, 30, 120), (15, 15, 15), (180, 20, 20), (230, 230, 230)], [1, 1, 1, 1])
         cv2.line(img, tuple(np.round((c - d) * 16).astype(int)), tuple(np.round((c + d) * 16).astype(int)),
                  col, max(2, int(0.008 * s)), cv2.LINE_AA, 4)
     elif kind in ("note", "sheet", "phone"):
@@ -246,7 +246,7 @@ def _clutter(img, rng, h, w):
         cv2.fillPoly(img, [np.round((box @ rot.T + c) * 16).astype(np.int32)], col, cv2.LINE_AA, 4)
     else:
         r = rng.uniform(0.04, 0.07) * s
-        col = render._pick(rng, [(235, 235, 235), (60, 40, 30), (170, 40, 40)], [1, 1, 1])
+        col = pick(rng, [(235, 235, 235), (60, 40, 30), (170, 40, 40)], [1, 1, 1])
         cv2.circle(img, tuple(np.round(c * 16).astype(int)), int(r * 16), col, -1, cv2.LINE_AA, 4)
         cv2.circle(img, tuple(np.round(c * 16).astype(int)), int(r * 0.8 * 16), (80, 50, 30), -1, cv2.LINE_AA, 4)
 
@@ -295,8 +295,12 @@ def _light(p: PhotoParams, rng, h: int, w: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------
 # The camera
 # ----------------------------------------------------------------------------------------------------------------
-def _photograph(page: np.ndarray, meta: dict, p: PhotoParams, rng) -> tuple[np.ndarray, dict]:
-    W, H = p.out_size
+def camera(page: np.ndarray, meta: dict, p: PhotoParams, rng, paper_gain: np.ndarray | None = None
+           ) -> tuple[np.ndarray, dict]:
+    """photograph without the copies and the final JSON conversion: `page` (its pixels are changed) and `meta` (array
+    coordinates, as render.draw_page returns them) are worked on in place. `paper_gain`: the page's own shading that
+    draw_page(defer_gain=True) left for this pass (multiplied into the light that falls on the page)."""
+    H, W = p.out_hw
     ph, pw = page.shape[:2]
     hm = _homography(pw, ph, p)
     bend = _bend(pw, ph, p)
@@ -307,7 +311,6 @@ def _photograph(page: np.ndarray, meta: dict, p: PhotoParams, rng) -> tuple[np.n
     # the page's res, times the paper's own crease/wrinkle shading if the renderer deferred it, in one pass
     d8 = 8
     light = _light(p, rng, H // d8 + 1, W // d8 + 1)
-    paper_gain = meta.pop("_gain", None)
     page_low = (pw // 4 + 1, ph // 4 + 1)
     m = np.diag([1 / d8, 1 / d8, 1.0]) @ hm @ np.diag([4.0, 4.0, 1.0])  # page-low px -> photo-low px
     lpage = cv2.warpPerspective(light, m, page_low, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
@@ -318,7 +321,7 @@ def _photograph(page: np.ndarray, meta: dict, p: PhotoParams, rng) -> tuple[np.n
         lpage *= (ramp[None, :, None] if p.curl_axis == 0 else ramp[:, None, None])
     if paper_gain is not None:
         lpage *= paper_gain if paper_gain.ndim == 3 else paper_gain[..., None]
-    render._multiply_gain(page, np.clip(lpage, 0, 1.27))
+    multiply_gain(page, np.clip(lpage, 0, 1.27))
 
     # background at 1/4 res, lit by the same field, then upsampled
     d4 = 4
@@ -355,12 +358,12 @@ def _photograph(page: np.ndarray, meta: dict, p: PhotoParams, rng) -> tuple[np.n
         elif src is not roi:
             roi[:] = src
     if p.noise > 0:
-        render.add_noise(out, p.noise, rng, inplace=True)
+        add_noise(out, p.noise, rng, inplace=True)
     if p.jpeg and box is not None:
         # compress the page's region on the 16-px MCU grid of the full frame: identical blocks to compressing the
         # whole photo there, at a fraction of the cost (the smooth background barely changes under JPEG)
         x0, y0 = box[0] // 16 * 16, box[1] // 16 * 16
-        out[y0:box[3], x0:box[2]] = render.jpeg(out[y0:box[3], x0:box[2]], p.jpeg)
+        out[y0:box[3], x0:box[2]] = jpeg(out[y0:box[3], x0:box[2]], p.jpeg)
 
     # metadata: everything through the same map as the pixels
     ppm = meta["px_per_mm"]  # of the image handed in (the page, possibly already scaled)
@@ -379,12 +382,12 @@ def _photograph(page: np.ndarray, meta: dict, p: PhotoParams, rng) -> tuple[np.n
 
 
 def photograph(img: np.ndarray, meta: dict, params: PhotoParams, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """Photograph a rendered page. Returns (RGB uint8 of params.out_size, JSON-able meta) with paper_quad
+    """Photograph a rendered page. Returns (RGB uint8 of params.out_hw, JSON-able meta) with paper_quad
     (TL, TR, BR, BL), homography (3x3 page px -> photo px), roi_box (printed grid area) and moved lead boxes."""
     meta = {k: v for k, v in meta.items()}
     meta["leads"] = [dict(lead) for lead in meta["leads"]]
-    out, meta = _photograph(img.copy(), meta, params, rng)
-    return out, render.finalize_meta(meta)
+    out, meta = camera(img.copy(), meta, params, rng)
+    return out, finalize_meta(meta)
 
 
 def _page_outline(pw: int, ph: int, n: int = 32) -> np.ndarray:

@@ -1,35 +1,28 @@
-"""Scan-like ECG paper renderer: a 12-lead signal (mV) becomes a printed ECG page, with exact free labels.
+"""ECG page drawing: a 12-lead signal (mV) becomes a printed ECG page (a scan-like image), with exact free labels.
 
-Run:
-    python -m src.render --out input/renders --n-synth 8 --preview          # signals from src.synth
-    python -m src.render --signals input/synth-signals --out input/renders --style scan --n-per-record 2 --seed 0
-    python -m src.render --signals /data/ptbxl/records500 --out input/ptbxl-photos --style photo --layout 3x4
-
-In Python (what src.make_data uses):
-    img, meta = make_image(signal, fs, rng, style="scan" | "photo", size=(W, H))      # sampled, diverse params
     img, meta = render_ecg(signal, fs, RenderParams(layout="6x2", dpi=150), rng)    # explicit params
+    img, meta = render_ecg(signal, fs, sample_params(rng, "scan"), rng)             # sampled, diverse params
+
+Sampled pages at a requested size, photographs of them (src/photo.py) and the command line are in src/compose.py.
 
 Geometry is exact: the page is laid out in millimetres and drawn at px_per_mm = dpi / 25.4 (no rounding), grid lines
 at float positions with box-filter anti-aliasing, traces with sub-pixel cv2.polylines. Pixel coordinates follow
 OpenCV's convention (integer = pixel centre). `meta` (JSON-serialisable) holds, for every drawn lead, the pixel (x, y)
 of every plotted sample (y = None where the sample is NaN and left undrawn), so the image is its own label.
 Geometric artefacts (rotation, crop; the camera in src/photo.py; resizing) move every coordinate in `meta` with the
-pixels, through `transform_meta`.
+pixels, through pixels.transform_meta.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import math
-import zlib
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .config import LABELS, LEADS, parse_args
-from .utils import encode_image, imwrite, parallel_map, write_csv, write_json
+from .config import LEADS
+from .pixels import add_noise, affine_fn, catmull_rom, finalize_meta, jpeg, multiply_gain, pick, refresh_boxes, \
+    transform_meta
 
 PAPERS_MM = {"letter": (279.4, 215.9), "a4": (297.0, 210.0)}  # landscape width, height
 LAYOUTS = ("3x4", "6x2", "12x1", "2x1", "1x1")
@@ -46,8 +39,6 @@ GRIDS = {
 ARTEFACTS = ("stamp", "scribble", "crease", "wrinkle", "color_temp", "rotate", "crop", "blur", "noise", "salt", "jpeg")
 FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
          cv2.FONT_HERSHEY_TRIPLEX)
-_LEAD_ALIASES = {**{name.upper(): name for name in LEADS}, "MLI": "I", "MLII": "II", "ML2": "II", "MLIII": "III",
-                 "D1": "I", "D2": "II", "D3": "III"}
 
 
 @dataclasses.dataclass
@@ -95,22 +86,16 @@ class RenderParams:
 # ----------------------------------------------------------------------------------------------------------------
 # Parameter sampling: the diversity of Stage I and of the photo stand-in
 # ----------------------------------------------------------------------------------------------------------------
-def _pick(rng, options, p):
-    """One of `options` with relative weights `p` (a cumulative search: much cheaper than rng.choice with p)."""
-    c = np.cumsum(p, dtype=float)
-    return options[min(int(np.searchsorted(c, rng.random() * c[-1], side="right")), len(options) - 1)]
-
-
 def sample_params(rng: np.random.Generator, style: str = "scan") -> RenderParams:
     """Random, diverse page parameters. `photo` pages get paper-level artefacts only (the camera adds the rest)."""
-    layout = _pick(rng, LAYOUTS, [0.6, 0.16, 0.14, 0.05, 0.05])
-    rhythm = _pick(rng, [(), ("II",), ("II", "V1"), ("II", "V1", "V5"), ("V1",)], [0.2, 0.5, 0.1, 0.1, 0.1])
+    layout = pick(rng, LAYOUTS, [0.6, 0.16, 0.14, 0.05, 0.05])
+    rhythm = pick(rng, [(), ("II",), ("II", "V1"), ("II", "V1", "V5"), ("V1",)], [0.2, 0.5, 0.1, 0.1, 0.1])
     strips = tuple(str(v) for v in rng.choice(np.array(LEADS), 2, replace=False)) if rng.random() < 0.5 \
         else ("II", "V1")
-    grid = _pick(rng, tuple(GRIDS), [0.34, 0.14, 0.1, 0.05, 0.05, 0.1, 0.17, 0.05])
+    grid = pick(rng, tuple(GRIDS), [0.34, 0.14, 0.1, 0.05, 0.05, 0.1, 0.17, 0.05])
     bw = grid == "bw"
     paper = (255, 255, 255) if bw else tuple(int(v) for v in 255 - rng.uniform(0, 1) * np.array([3, 5, 12]))
-    ink = (15, 15, 15) if bw else _pick(rng, [(18, 18, 22), (10, 20, 70), (40, 40, 40), (15, 60, 25)],
+    ink = (15, 15, 15) if bw else pick(rng, [(18, 18, 22), (10, 20, 70), (40, 40, 40), (15, 60, 25)],
                                         [0.75, 0.12, 0.08, 0.05])
     if style == "scan":
         probs = dict(stamp=0.15, scribble=0.2, crease=0.3, wrinkle=0.3, color_temp=0.4, rotate=0.5, crop=0.3,
@@ -119,11 +104,11 @@ def sample_params(rng: np.random.Generator, style: str = "scan") -> RenderParams
         probs = dict(stamp=0.15, scribble=0.2, crease=0.35, wrinkle=0.4)
     else:
         raise ValueError(f"style {style!r}: expected scan or photo")
-    gain = _pick(rng, GAINS, [0.5, 0.5, 0.0] if layout == "12x1" else [0.1, 0.8, 0.1])  # 12 rows: smaller gain
+    gain = pick(rng, GAINS, [0.5, 0.5, 0.0] if layout == "12x1" else [0.1, 0.8, 0.1])  # 12 rows: smaller gain
     return RenderParams(
         layout=layout, rhythm=rhythm, strip_leads=strips[:1] if layout == "1x1" else strips,
-        paper=_pick(rng, ("letter", "a4"), [0.6, 0.4]), dpi=float(_pick(rng, (150, 200, 250, 300), [2, 5, 2, 1])),
-        speed=_pick(rng, SPEEDS, [0.05, 0.87, 0.08]), gain=gain,
+        paper=pick(rng, ("letter", "a4"), [0.6, 0.4]), dpi=float(pick(rng, (150, 200, 250, 300), [2, 5, 2, 1])),
+        speed=pick(rng, SPEEDS, [0.05, 0.87, 0.08]), gain=gain,
         grid=grid, grid_minor="dots" if rng.random() < 0.08 else "lines", paper_rgb=paper, trace_rgb=ink,
         trace_mm=float(rng.uniform(0.15, 0.4)), header=bool(rng.random() < 0.85),
         lead_names=bool(rng.random() < 0.97), calibration=bool(rng.random() < 0.9),
@@ -134,7 +119,7 @@ def sample_params(rng: np.random.Generator, style: str = "scan") -> RenderParams
 # ----------------------------------------------------------------------------------------------------------------
 # Page layout (millimetres) and the cached grid image
 # ----------------------------------------------------------------------------------------------------------------
-def _layout(params: RenderParams, n: int, fs: float, present: set[str]) -> dict:
+def page_layout(params: RenderParams, n: int, fs: float, present: set[str]) -> dict:
     """Where everything goes, in mm: grid box, and per row a baseline and its (lead, t_start, t_end) panels."""
     pw, ph = PAPERS_MM[params.paper]
     top, bottom = (30.0, 11.0) if params.header else (12.0, 10.0)
@@ -192,12 +177,12 @@ def _line_alpha(n: int, positions: np.ndarray, width: float) -> np.ndarray:
     return np.minimum(out, 1)
 
 
-def _grid_image(size: tuple[int, int], ppm: float, box_mm: tuple, grid: str, minor_style: str,
+def _grid_image(wh: tuple[int, int], ppm: float, box_mm: tuple, grid: str, minor_style: str,
                 paper_rgb: tuple) -> np.ndarray:
     """Paper + grid. Each pixel row is fully determined by how much horizontal line (minor, major; 16 AA levels
     each) crosses it, so only the few distinct rows are computed and the page is gathered from them: ~1 copy of
     the image, whatever the dpi (no cache needed when every page has its own scale and tint)."""
-    w, h = size
+    w, h = wh
     paper = np.asarray(paper_rgb, np.uint8)
     if GRIDS[grid] is None:
         return np.broadcast_to(paper, (h, w, 3)).copy()
@@ -257,13 +242,13 @@ def _fake_header(rng) -> tuple[list[str], list[str]]:
     syl = ["an", "bel", "cor", "da", "el", "fi", "gar", "hol", "in", "jo", "ka", "lin", "mar", "no", "ost", "per",
            "ri", "sa", "tor", "ul", "ven", "wil", "yr", "zan"]
     name = lambda k: "".join(rng.choice(syl, k)).capitalize()
-    age, sex = int(rng.integers(18, 95)), _pick(rng, ("Male", "Female"), [1, 1])
+    age, sex = int(rng.integers(18, 95)), pick(rng, ("Male", "Female"), [1, 1])
     day = f"{int(rng.integers(1, 29)):02d}/{int(rng.integers(1, 13)):02d}/{int(rng.integers(2005, 2025))}"
     left = [f"{name(2).upper()}, {name(2)}", f"ID: {int(rng.integers(1e7, 1e8))}   {age} yr   {sex}",
             f"{day}  {int(rng.integers(0, 24)):02d}:{int(rng.integers(0, 60)):02d}:{int(rng.integers(0, 60)):02d}",
             f"Loc: {int(rng.integers(1, 40))}  Room: {int(rng.integers(1, 600))}"]
-    right = [_pick(rng, ["Resting 12-lead ECG", "12 Lead; Standard Placement", "ECG report"], [1, 1, 1]),
-             f"Device: {_pick(rng, ['CardioPrint', 'ECG-KA', 'RhythmWriter', 'Electrocardiograph'], [1, 1, 1, 1])}"
+    right = [pick(rng, ["Resting 12-lead ECG", "12 Lead; Standard Placement", "ECG report"], [1, 1, 1]),
+             f"Device: {pick(rng, ['CardioPrint', 'ECG-KA', 'RhythmWriter', 'Electrocardiograph'], [1, 1, 1, 1])}"
              f" {int(rng.integers(100, 999))}", "Unconfirmed - requires review"]
     return left, right
 
@@ -350,163 +335,19 @@ def _draw_page(img, lay, sig, fs, params: RenderParams, rng, ppm: float) -> tupl
                   else None)
         for k, s in enumerate(right):
             _text(img, s, ((gx0 + 0.55 * (gx1 - gx0)) * ppm, (7 + 5 * k) * ppm), hh, text_rgb, params.font)
-        footer = (f"{params.speed:g} mm/s   {params.gain:g} mm/mV   0.05-{_pick(rng, ['40', '100', '150'], [1, 1, 2])}"
-                  f" Hz   {_pick(rng, ['50', '60'], [1, 1])} Hz notch")
+        footer = (f"{params.speed:g} mm/s   {params.gain:g} mm/mV   0.05-{pick(rng, ['40', '100', '150'], [1, 1, 2])}"
+                  f" Hz   {pick(rng, ['50', '60'], [1, 1])} Hz notch")
         _text(img, footer, (gx0 * ppm, (gy1 + 6.5) * ppm), hh, text_rgb, params.font)
         header = {"left": left, "right": right, "footer": footer}
     return leads, {"trace_px": float(max(1.0, thick)), **header}
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Geometry on metadata: every pixel-moving step calls this with the same point map it applied to the pixels
-# ----------------------------------------------------------------------------------------------------------------
-def _bounds(pts: np.ndarray) -> list[float] | None:
-    pts = pts[np.all(np.isfinite(pts), 1)]
-    if len(pts) == 0:
-        return None
-    return [float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())]
-
-
-def _clip_box(box, size):
-    if box is None:
-        return None
-    w, h = size
-    b = [min(max(box[0], 0.0), w), min(max(box[1], 0.0), h), min(max(box[2], 0.0), w), min(max(box[3], 0.0), h)]
-    return b
-
-
-def _refresh_boxes(meta: dict) -> None:
-    """Boxes are derived, never transformed: lead bbox = bounds of its plotted sample centres, roi = bounds of the
-    grid outline, name boxes = bounds of their corner quads; all clipped to the image."""
-    size = meta["size"]
-    _working_leads(meta)
-    meta["roi_box"] = _clip_box(_bounds(np.asarray(meta["roi_poly"], float)), size)
-    for lead in meta["leads"]:
-        x, y = lead["x"], lead["y"]
-        if lead["undrawn"].any():
-            x, y = x[~lead["undrawn"]], y[~lead["undrawn"]]
-        if len(x):
-            x0, x1, y0, y1 = x.min(), x.max(), y.min(), y.max()
-            lead["bbox"] = _clip_box([float(x0), float(y0), float(x1), float(y1)], size)
-            inside = x0 >= 0 and y0 >= 0 and x1 <= size[0] - 1 and y1 <= size[1] - 1
-            lead["visible"] = 1.0 if inside else float(np.mean((x >= 0) & (x <= size[0] - 1) & (y >= 0) &
-                                                               (y <= size[1] - 1)))
-        else:
-            lead["bbox"], lead["visible"] = None, 0.0
-        if lead.get("name_quad") is not None:
-            q = np.asarray(lead["name_quad"], float)
-            lead["name_box"] = _clip_box([float(q[:, 0].min()), float(q[:, 1].min()), float(q[:, 0].max()),
-                                          float(q[:, 1].max())], size)
-
-
-def _working_leads(meta: dict) -> list[dict]:
-    """Leads with float arrays x, y and a boolean `undrawn` (internal form). A finalised meta (y = None where the
-    sample was NaN) is converted back; undrawn samples get a y interpolated from their drawn neighbours, so that
-    every sample keeps a position (x tells its time) through later geometric steps."""
-    for lead in meta["leads"]:
-        if "undrawn" not in lead:
-            y = np.array([np.nan if v is None else v for v in lead["y"]], float)
-            lead["undrawn"] = ~np.isfinite(y)
-            k = np.arange(len(y))
-            if lead["undrawn"].all():
-                y[:] = lead.get("baseline_px", 0.0)
-            elif lead["undrawn"].any():
-                y[lead["undrawn"]] = np.interp(k[lead["undrawn"]], k[~lead["undrawn"]], y[~lead["undrawn"]])
-            lead["y"], lead["x"] = y, np.asarray(lead["x"], float)
-    return meta["leads"]
-
-
-def transform_meta(meta: dict, fn, size: tuple[int, int], matrix: np.ndarray | None = None) -> dict:
-    """Moves every coordinate in `meta` by the point map `fn` ((N, 2) -> (N, 2), page->new pixels), sets the new image
-    size and refreshes all boxes. `matrix` (3x3) is the planar part of `fn`, composed into meta['page_to_image']."""
-    for lead in _working_leads(meta):
-        pts = fn(np.stack([lead["x"], lead["y"]], 1))
-        lead["x"], lead["y"] = pts[:, 0], pts[:, 1]
-        if lead.get("name_quad") is not None:
-            lead["name_quad"] = fn(np.asarray(lead["name_quad"], float))
-    for key in ("roi_poly", "paper_quad"):
-        meta[key] = fn(np.asarray(meta[key], float))
-    if matrix is not None:
-        meta["page_to_image"] = np.asarray(matrix, float) @ np.asarray(meta["page_to_image"], float)
-    meta["size"] = [int(size[0]), int(size[1])]
-    _refresh_boxes(meta)
-    return meta
-
-
-def _affine_fn(m: np.ndarray):
-    m = np.asarray(m, float)
-    return lambda p: p @ m[:2, :2].T + m[:2, 2]
-
-
-def finalize_meta(meta: dict) -> dict:
-    """Arrays -> JSON-able lists (coordinates rounded to 0.01 px; NaN -> None), numpy scalars -> Python."""
-    if "_gain" in meta:
-        raise ValueError("meta still holds a deferred paper gain: pass it through photo._photograph")
-    # outlines and matrices stay exact (few numbers); per-sample coordinates are rounded to 0.01 px (JSON size)
-    coords = {k: np.asarray(meta[k], float).tolist() for k in ("roi_poly", "paper_quad", "page_to_image", "homography")
-              if k in meta}
-    leads = []
-    for lead in _working_leads(meta):
-        undrawn = lead["undrawn"]
-        y = np.round(lead["y"], 2).tolist()
-        if undrawn.any():
-            y = [None if u else v for v, u in zip(y, undrawn.tolist())]
-        rest = _plain({k: v for k, v in lead.items() if k not in ("x", "y", "undrawn", "name_quad")})
-        nq = lead.get("name_quad")
-        leads.append({**rest, "x": np.round(lead["x"], 2).tolist(), "y": y,
-                      "name_quad": None if nq is None else np.round(np.asarray(nq, float), 2).tolist()})
-    out = _plain({k: v for k, v in meta.items() if k not in coords and k != "leads"})
-    return {**out, **coords, "leads": leads}
-
-
-def _plain(o):
-    if isinstance(o, dict):
-        return {str(k): _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        if o and isinstance(o[0], float):  # coordinate lists: already plain
-            return list(o)
-        return [_plain(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    return o
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Paper artefacts
 # ----------------------------------------------------------------------------------------------------------------
-def catmull_rom(points: np.ndarray, n: int = 8, closed: bool = False) -> np.ndarray:
-    """Smooth curve through `points` (uniform Catmull-Rom), n samples per segment."""
-    p = np.asarray(points, float)
-    p = np.vstack([p[-1:], p, p[:2]]) if closed else np.vstack([2 * p[:1] - p[1:2], p, 2 * p[-1:] - p[-2:-1]])
-    t = np.linspace(0, 1, n, endpoint=False)[:, None]
-    t2, t3 = t * t, t * t * t
-    out = []
-    for i in range(1, len(p) - 2):
-        p0, p1, p2, p3 = p[i - 1], p[i], p[i + 1], p[i + 2]
-        out.append(0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2 + (3 * p1 - p0 - 3 * p2 + p3) *
-                          t3))
-    out.append(p[-2:-1] if not closed else p[1:2])
-    return np.vstack(out)
-
-
-def _multiply_gain(img: np.ndarray, gain_small: np.ndarray) -> None:
-    """img *= gain (a smooth low-res 1- or 3-channel float map), in place, in uint8 arithmetic (gain <= 1.27)."""
-    h, w = img.shape[:2]
-    g = np.clip(np.round(gain_small * 200), 0, 255).astype(np.uint8)
-    if g.ndim == 2:
-        g = cv2.merge([g, g, g])
-    cv2.multiply(img, cv2.resize(g, (w, h), interpolation=cv2.INTER_LINEAR), dst=img, scale=1 / 200)
-
-
 def _scribble(img, rng, ppm, s):
     h, w = img.shape[:2]
-    ink = _pick(rng, [(20, 40, 150), (20, 20, 25), (170, 25, 30)], [3, 2, 1])
+    ink = pick(rng, [(20, 40, 150), (20, 20, 25), (170, 25, 30)], [3, 2, 1])
     for _ in range(int(rng.integers(1, 2 + round(3 * s)))):
         x0, y0 = rng.uniform(0.05 * w, 0.8 * w), rng.uniform(0.05 * h, 0.95 * h)
         if rng.random() < 0.5:  # cursive-like scrawl: a drifting pen with loops of varying size and slant
@@ -524,7 +365,7 @@ def _scribble(img, rng, ppm, s):
                                         y0 + np.cumsum(rng.normal(0, 4, k)) * ppm], 1), 10)
         else:
             # deliberately no diagnostic words: a note must not leak (or contradict) a label
-            word = _pick(rng, ["ok", "seen", "rpt", "noted", "cf old", "file", "copy to GP", "12/3", "JK", "Dr M"],
+            word = pick(rng, ["ok", "seen", "rpt", "noted", "cf old", "file", "copy to GP", "12/3", "JK", "Dr M"],
                          [1] * 10)
             _text(img, word, (x0, y0), rng.uniform(3, 7) * ppm, ink, 0, max(1, round(0.35 * ppm)))
             continue
@@ -541,12 +382,12 @@ def _stamp(img, rng, ppm, s):
         cv2.rectangle(patch, (th, th), (pw - th - 1, ph - th - 1), 255, th, cv2.LINE_AA)
     else:
         cv2.ellipse(patch, (pw // 2, ph // 2), (pw // 2 - th, ph // 2 - th), 0, 0, 360, 255, th, cv2.LINE_AA)
-    word = _pick(rng, ["RECEIVED", "COPY", "REVIEWED", "CONFIDENTIAL", "ARCHIVE", "SCANNED"], [1] * 6)
+    word = pick(rng, ["RECEIVED", "COPY", "REVIEWED", "CONFIDENTIAL", "ARCHIVE", "SCANNED"], [1] * 6)
     tbox = cv2.getTextSize(word, cv2.FONT_HERSHEY_DUPLEX, 1.0, 2)[0]
     scale = 0.7 * pw / tbox[0]
     cv2.putText(patch, word, (int(0.15 * pw), int(0.5 * ph + 0.5 * tbox[1] * scale - 0.12 * ph)),
                 cv2.FONT_HERSHEY_DUPLEX, scale, 255, max(1, int(scale * 2)), cv2.LINE_AA)
-    date = f"{int(rng.integers(1, 29)):02d} {_pick(rng, ['JAN', 'MAR', 'JUN', 'SEP', 'NOV'], [1] * 5)} " \
+    date = f"{int(rng.integers(1, 29)):02d} {pick(rng, ['JAN', 'MAR', 'JUN', 'SEP', 'NOV'], [1] * 5)} " \
            f"{int(rng.integers(2005, 2025))}"
     cv2.putText(patch, date, (int(0.22 * pw), int(0.85 * ph)), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.55, 255,
                 max(1, int(scale)), cv2.LINE_AA)
@@ -561,7 +402,7 @@ def _stamp(img, rng, ppm, s):
     blot = cv2.resize(rng.uniform(0.3, 1.0, (8, 8)).astype(np.float32), (d, d))
     alpha = patch.astype(np.float32) / 255 * blot * rng.uniform(0.5, 0.9) * (0.5 + 0.5 * s)
     x, y = int(rng.uniform(0, w - d)), int(rng.uniform(0, h - d))
-    ink = np.array(_pick(rng, [(200, 40, 50), (40, 60, 170), (110, 40, 130)], [2, 2, 1]), np.float32)
+    ink = np.array(pick(rng, [(200, 40, 50), (40, 60, 170), (110, 40, 130)], [2, 2, 1]), np.float32)
     roi = img[y:y + d, x:x + d].astype(np.float32)
     # multiply blend: ink darkens what is under it, as on paper
     roi *= 1 - alpha[..., None] * (1 - ink / 255)
@@ -576,7 +417,7 @@ def _crease_wrinkle_gain(shape, rng, s_crease, s_wrinkle, down=4) -> np.ndarray:
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         for _ in range(int(rng.integers(1, 4))):
             vertical = rng.random() < 0.6
-            frac = _pick(rng, [1 / 2, 1 / 3, 2 / 3, 1 / 4, 3 / 4], [3, 2, 2, 1, 1]) + rng.normal(0, 0.01)
+            frac = pick(rng, [1 / 2, 1 / 3, 2 / 3, 1 / 4, 3 / 4], [3, 2, 2, 1, 1]) + rng.normal(0, 0.01)
             ang = math.radians(rng.normal(0, 1.0))
             if vertical:
                 d = (xx - frac * w) * math.cos(ang) + (yy - h / 2) * math.sin(ang)
@@ -608,48 +449,8 @@ def _crease_wrinkle_gain(shape, rng, s_crease, s_wrinkle, down=4) -> np.ndarray:
     return 1.0 + g
 
 
-_NOISE_BLOCK = 512
-_NOISE_LEVELS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)
-
-
-@functools.lru_cache(maxsize=1)
-def _unit_noise() -> np.ndarray:
-    return np.random.default_rng(1000).standard_normal((2 * _NOISE_BLOCK, 2 * _NOISE_BLOCK, 3), np.float32)
-
-
-@functools.lru_cache(maxsize=len(_NOISE_LEVELS))
-def _noise_tiles(level: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed (seeded) Gaussian noise of std `level`, split into its positive and negative parts as uint8, so adding
-    it is two saturating uint8 operations (img + pos - neg == clip(img + noise), as only one part is non-zero)."""
-    n = np.round(_unit_noise() * level)
-    return np.clip(n, 0, 255).astype(np.uint8), np.clip(-n, 0, 255).astype(np.uint8)
-
-
-def add_noise(img: np.ndarray, sigma: float, rng, inplace: bool = False) -> tuple[np.ndarray, float]:
-    """Gaussian noise (std `sigma` grey levels, snapped to a cached level) at a random offset into a fixed tile:
-    per image only two saturating adds per block, no random numbers drawn per pixel. Returns (img, level used)."""
-    level = min(_NOISE_LEVELS, key=lambda v: abs(v - sigma))
-    pos, neg = _noise_tiles(level)
-    oy, ox = int(rng.integers(_NOISE_BLOCK)), int(rng.integers(_NOISE_BLOCK))
-    h, w = img.shape[:2]
-    out = img if inplace else img.copy()
-    for y in range(0, h, _NOISE_BLOCK):
-        for x in range(0, w, _NOISE_BLOCK):
-            blk = out[y:y + _NOISE_BLOCK, x:x + _NOISE_BLOCK]
-            bh, bw = blk.shape[:2]
-            cv2.add(blk, pos[oy:oy + bh, ox:ox + bw], dst=blk)
-            cv2.subtract(blk, neg[oy:oy + bh, ox:ox + bw], dst=blk)
-    return out, float(level)
-
-
-def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    # decoded straight to RGB: the same pixels as decoding to BGR and swapping, without the extra pass (~10% less)
-    buf = np.frombuffer(encode_image(img, ".jpg", quality=int(quality)), np.uint8)
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB)
-
-
 def _apply_artefacts(img: np.ndarray, meta: dict, params: RenderParams, rng, ppm: float,
-                     defer_gain: bool = False) -> np.ndarray:
+                     defer_gain: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     applied = {}
     on = {}
     for name in ARTEFACTS:  # one draw per artefact, always, so toggling one keeps the others' decisions
@@ -668,18 +469,19 @@ def _apply_artefacts(img: np.ndarray, meta: dict, params: RenderParams, rng, ppm
         cast = np.array([1 + t, 1.0, 1 - t], np.float32) * (1 - abs(t) / 2)
         gain = (np.ones((img.shape[0] // 4 + 1, img.shape[1] // 4 + 1), np.float32) if gain is None else gain)
         gain = gain[..., None] * cast
+    deferred = None
     if gain is not None:
         if defer_gain and "rotate" not in on and "crop" not in on:
-            meta["_gain"] = gain  # the camera multiplies it into its own light map: one full-res pass, not two
+            deferred = gain  # the camera multiplies it into its own light map: one full-res pass, not two
         else:
-            _multiply_gain(img, gain)
+            multiply_gain(img, gain)
     h, w = img.shape[:2]
     if "rotate" in on:
         ang = float(rng.uniform(-1, 1) * 4 * on["rotate"])
         m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), ang, 1.0)
         bed = tuple(int(v) for v in np.full(3, rng.choice([255, 235, 40])))  # scanner lid: white, grey or black
         img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=bed)
-        transform_meta(meta, _affine_fn(m), (w, h), np.vstack([m, [0, 0, 1]]))
+        transform_meta(meta, affine_fn(m), (w, h), np.vstack([m, [0, 0, 1]]))
         on["rotate"] = ang
     if "crop" in on:
         f = 0.07 * on["crop"]
@@ -687,7 +489,7 @@ def _apply_artefacts(img: np.ndarray, meta: dict, params: RenderParams, rng, ppm
         x1, y1 = w - int(rng.uniform(0, f) * w), h - int(rng.uniform(0, f) * h)
         img = np.ascontiguousarray(img[y0:y1, x0:x1])
         m = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], float)
-        transform_meta(meta, _affine_fn(m), (x1 - x0, y1 - y0), m)
+        transform_meta(meta, affine_fn(m), (x1 - x0, y1 - y0), m)
         applied["crop_box"] = [x0, y0, x1, y1]
     if "blur" in on:
         img = cv2.GaussianBlur(img, (0, 0), 0.4 + 1.2 * on["blur"])
@@ -703,7 +505,7 @@ def _apply_artefacts(img: np.ndarray, meta: dict, params: RenderParams, rng, ppm
         on["jpeg"] = q
     applied.update(on)
     meta["applied"] = applied
-    return img
+    return img, deferred
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -718,16 +520,20 @@ def _check_signal(signal, fs) -> np.ndarray:
     return sig
 
 
-def _render(signal, fs, params: RenderParams, rng, defer_gain: bool = False) -> tuple[np.ndarray, dict]:
-    """render_ecg without the final JSON conversion (array coordinates; used inside make_image)."""
+def draw_page(signal, fs, params: RenderParams, rng, defer_gain: bool = False
+              ) -> tuple[np.ndarray, dict, np.ndarray | None]:
+    """render_ecg without the final JSON conversion: (image, meta with array coordinates, paper gain). With
+    `defer_gain` the paper's crease/wrinkle/colour shading is returned as a low-res gain map instead of applied (None
+    when there is none, or when a rotation or crop already moved the page), for the camera (photo.camera) to multiply
+    into its light in the same pass; without it the gain is always None."""
     sig = _check_signal(signal, fs)
     present = {l for i, l in enumerate(LEADS) if np.isfinite(sig[i]).any()}
-    lay = _layout(params, sig.shape[1], float(fs), present)
+    lay = page_layout(params, sig.shape[1], float(fs), present)
     ppm = params.dpi / 25.4
     pw, ph = lay["page"]
-    size = (int(round(pw * ppm)), int(round(ph * ppm)))
+    wh = (int(round(pw * ppm)), int(round(ph * ppm)))
     gx0, gy0, gx1, gy1 = lay["grid"]
-    img = _grid_image(size, ppm, lay["grid"], params.grid, params.grid_minor, params.paper_rgb)
+    img = _grid_image(wh, ppm, lay["grid"], params.grid, params.grid_minor, params.paper_rgb)
     leads, extra = _draw_page(img, lay, sig, fs, params, rng, ppm)
     for lead in leads:
         nb = lead.pop("name_box")
@@ -736,21 +542,22 @@ def _render(signal, fs, params: RenderParams, rng, defer_gain: bool = False) -> 
     t = np.linspace(0, 1, 16, endpoint=False)[:, None]
     c = np.array([[gx0, gy0], [gx1, gy0], [gx1, gy1], [gx0, gy1]]) * ppm
     roi_poly = np.vstack([c[k] + (c[(k + 1) % 4] - c[k]) * t for k in range(4)])  # edges sampled: curl bends them
-    meta = {"params": dataclasses.asdict(params), "px_per_mm": ppm, "page_px_per_mm": ppm, "size": list(size),
-            "paper": {"name": params.paper, "mm": list(lay["page"])}, "page_size": list(size),
+    meta = {"params": dataclasses.asdict(params), "px_per_mm": ppm, "page_px_per_mm": ppm, "size": list(wh),
+            "paper": {"name": params.paper, "mm": list(lay["page"])}, "page_size": list(wh),
             "grid_box_mm": list(lay["grid"]), "seconds": lay["span"], "leads": leads, "roi_poly": roi_poly,
-            "paper_quad": np.array([[0, 0], [size[0] - 1, 0], [size[0] - 1, size[1] - 1], [0, size[1] - 1]], float),
+            "paper_quad": np.array([[0, 0], [wh[0] - 1, 0], [wh[0] - 1, wh[1] - 1], [0, wh[1] - 1]], float),
             "page_to_image": np.eye(3), **extra}
-    _refresh_boxes(meta)
-    img = _apply_artefacts(img, meta, params, rng, ppm, defer_gain)
-    return img, meta
+    refresh_boxes(meta)
+    img, gain = _apply_artefacts(img, meta, params, rng, ppm, defer_gain)
+    return img, meta, gain
 
 
 def render_ecg(signal, fs, params: RenderParams, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """Draw `signal` ([12, n] mV, NaN rows = absent leads) as a paper ECG. Returns (RGB uint8, JSON-able meta):
 
-    params (all RenderParams), applied (artefacts that fired, with strength / angle / quality), size [W, H],
-    px_per_mm (image scale), page_px_per_mm (= dpi / 25.4, the scale the page was drawn at), paper, grid_box_mm,
+    params (all RenderParams), applied (artefacts that fired, with strength / angle / quality), size [W, H] (in the
+    x, y order of every coordinate here), px_per_mm (image scale), page_px_per_mm (= dpi / 25.4, the scale the page
+    was drawn at), paper, grid_box_mm,
     seconds (page span), roi_box [x0, y0, x1, y1] (printed grid area), roi_poly (its outline), paper_quad (page
     corners TL, TR, BR, BL), page_to_image (3x3: page px -> image px; identity unless rotated/cropped/resized),
     trace_px, header text, and per lead: name, rhythm, fs, i0 (first sample index), t0 (s), x, y (image px of every
@@ -758,30 +565,8 @@ def render_ecg(signal, fs, params: RenderParams, rng: np.random.Generator) -> tu
     clipped (samples clipped at the grid edge, as printers do), baseline_px and x0_px (page px of 0 mV and of
     t = 0 s: t = (x - x0_px) / (speed * page_px_per_mm), mV = (baseline_px - y) / (gain * page_px_per_mm) in page px).
     """
-    img, meta = _render(signal, fs, params, rng)
+    img, meta, _ = draw_page(signal, fs, params, rng)
     return img, finalize_meta(meta)
-
-
-def fit_to_size(img: np.ndarray, meta: dict, size: tuple[int, int], pad_rgb=(236, 236, 234)) -> tuple[np.ndarray, dict]:
-    """Scale uniformly to fit (W, H) and pad the rest (a sheet on a scanner bed), so squares stay square and
-    px_per_mm stays a single exact number. The metadata moves with the pixels."""
-    h, w = img.shape[:2]
-    W, H = int(size[0]), int(size[1])
-    s = min(W / w, H / h)
-    nw, nh = min(W, max(1, round(w * s))), min(H, max(1, round(h * s)))
-    sx, sy = nw / w, nh / h  # equal up to rounding of the new size
-    ox, oy = (W - nw) // 2, (H - nh) // 2
-    out = np.empty((H, W, 3), np.uint8)
-    out[:] = pad_rgb
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    out[oy:oy + nh, ox:ox + nw] = img if (nw, nh) == (w, h) else cv2.resize(img, (nw, nh), interpolation=interp)
-    # pixel centres: x' = (x + 0.5) * s - 0.5 (+ pad offset)
-    m = np.array([[sx, 0, 0.5 * sx - 0.5 + ox], [0, sy, 0.5 * sy - 0.5 + oy], [0, 0, 1]])
-    transform_meta(meta, _affine_fn(m), (W, H), m)
-    meta["px_per_mm"] = float(meta["px_per_mm"] * math.sqrt(sx * sy))
-    meta["trace_px"] = float(meta.get("trace_px", 1.0) * math.sqrt(sx * sy))
-    meta["fit"] = {"scale": [sx, sy], "offset": [ox, oy]}
-    return out, meta
 
 
 def adapt_layout(params: RenderParams, found, keep_layout: bool = False) -> RenderParams:
@@ -796,273 +581,3 @@ def adapt_layout(params: RenderParams, found, keep_layout: bool = False) -> Rend
     return params
 
 
-def make_image(signal, fs, rng: np.random.Generator, style: str = "scan", size=None, leads=None
-               ) -> tuple[np.ndarray, dict]:
-    """The one call the dataset builder uses: sampled diverse params, render, optionally photograph, resize.
-    `leads`: the leads the record has (default all 12); with fewer the page is laid out by `adapt_layout`.
-
-    `size=(W, H)`: the page is rendered at the dpi that makes it fit (cheap at small sizes: no big render to shrink),
-    then a scan is fitted to exactly `size` (uniform scale + scanner-bed padding, so the grid stays square); a photo
-    is taken at exactly `size`. Deterministic given the rng state. Scans keep px_per_mm exact (dpi/25.4 times the
-    fit scale); after the camera it is the local scale at the grid centre.
-    """
-    from . import photo
-    params = sample_params(rng, style)
-    if leads is not None:
-        adapt_layout(params, leads)
-    pw_in, ph_in = (v / 25.4 for v in PAPERS_MM[params.paper])
-    if style == "scan":
-        if size is not None:
-            params.dpi = float(max(40, math.floor(min(size[0] / pw_in, size[1] / ph_in))))  # fit: pad, no resample
-        img, meta = _render(signal, fs, params, rng)
-        if size is not None and tuple(size) != (img.shape[1], img.shape[0]):
-            img, meta = fit_to_size(img, meta, size)
-    else:
-        pp = photo.sample_photo_params(rng, out_size=tuple(size) if size is not None else None)
-        # render at about the resolution the page will have in the photo: no wasted pixels, no upsampling blur
-        params.dpi = float(max(40, 5 * round(pp.out_size[1] * pp.fill / ph_in / 5)))
-        page, meta = _render(signal, fs, params, rng, defer_gain=True)
-        img, meta = photo._photograph(page, meta, pp, rng)
-    meta["style"] = style
-    return img, finalize_meta(meta)
-
-
-def masks_from_meta(meta: dict, kind: str = "leads", thickness: float | None = None) -> np.ndarray:
-    """uint8 HxW mask drawn from the metadata coordinates: `leads` = 1 + index into meta['leads'] under each trace,
-    `trace` = 255 under any trace. Consistent with the image by construction (same points, same width)."""
-    w, h = meta["size"]
-    mask = np.zeros((h, w), np.uint8)
-    th = max(1, int(round(thickness or meta.get("trace_px", 1))))
-    for i, lead in enumerate(meta["leads"]):
-        x = np.asarray(lead["x"], float)
-        y = np.array([np.nan if v is None else v for v in lead["y"]], float)
-        ok = np.isfinite(y) if "undrawn" not in lead else ~lead["undrawn"]
-        edges = np.flatnonzero(np.diff(ok.astype(np.int8))) + 1
-        runs = [np.round(np.stack([x[a:b], y[a:b]], 1) * 16).astype(np.int32)
-                for a, b in zip(np.r_[0, edges], np.r_[edges, len(ok)]) if ok[a]]
-        cv2.polylines(mask, runs, False, 255 if kind == "trace" else min(255, i + 1), th, cv2.LINE_8, 4)
-    return mask
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# WFDB input
-# ----------------------------------------------------------------------------------------------------------------
-class WFDBError(ValueError):
-    pass
-
-
-_UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "": 1.0, "nu": 1.0}
-
-
-def normalise_lead(name: str) -> str | None:
-    """'AVR', 'avr', 'aVR' -> 'aVR'; 'MLII' -> 'II'; unknown -> None."""
-    return _LEAD_ALIASES.get(str(name).strip().upper().replace(" ", ""))
-
-
-def read_wfdb(path, min_seconds: float = 0.0) -> tuple[np.ndarray, float, list[str]]:
-    """Read a WFDB record (`.hea` + `.dat` or `.mat`) as ([12, n] float32 mV in LEADS order, fs, leads present).
-
-    Any fs; gains and units (mV, uV, V) handled by the header; lead names matched case-insensitively (PTB-XL's 'AVR',
-    CinC's 'aVR'). Absent leads are NaN rows. Raises WFDBError naming the file on a malformed or too-short record.
-    """
-    import wfdb
-    p = Path(path)
-    base = p.with_suffix("") if p.suffix in (".hea", ".dat", ".mat") else p
-    hea = base.with_suffix(".hea")
-    if not hea.exists():
-        raise WFDBError(f"{hea}: header not found (pass the record path without extension)")
-    try:
-        rec = wfdb.rdrecord(str(base), physical=True)
-    except Exception as e:  # wfdb raises many types for bad headers/data; callers want one, naming the file
-        raise WFDBError(f"{hea}: cannot read WFDB record ({type(e).__name__}: {e}); check the header and that its "
-                        f"signal file sits beside it") from None
-    sig = rec.p_signal
-    if sig is None or sig.ndim != 2 or sig.shape[0] == 0:
-        raise WFDBError(f"{hea}: record has no samples")
-    if rec.sig_len and sig.shape[0] < rec.sig_len:
-        raise WFDBError(f"{hea}: signal file holds {sig.shape[0]} samples, header says {rec.sig_len} (truncated?)")
-    fs = float(rec.fs or 0)
-    if fs <= 0:
-        raise WFDBError(f"{hea}: sampling frequency missing or zero")
-    out = np.full((len(LEADS), sig.shape[0]), np.nan, np.float32)
-    found = []
-    for j, name in enumerate(rec.sig_name or []):
-        lead = normalise_lead(name)
-        if lead is None or lead in found:
-            continue
-        unit = str((rec.units or [""] * (j + 1))[j] or "").strip().lower()
-        if unit not in _UNIT_TO_MV:
-            raise WFDBError(f"{hea}: lead {name} has unit {unit!r}; expected mV, uV or V")
-        out[LEADS.index(lead)] = sig[:, j] * _UNIT_TO_MV[unit]
-        found.append(lead)
-    if not found:
-        raise WFDBError(f"{hea}: no standard ECG lead among {rec.sig_name}; expected names like {', '.join(LEADS)}")
-    seconds = sig.shape[0] / fs
-    if seconds < min_seconds - 1e-9:
-        raise WFDBError(f"{hea}: record is {seconds:g} s long, the page needs {min_seconds:g} s "
-                        f"(use a longer record, or --seconds/--speed that fit it)")
-    return out, fs, found
-
-
-def find_records(root) -> list[Path]:
-    """Every WFDB record (path without extension) under `root`, sorted."""
-    root = Path(root)
-    return sorted(h.with_suffix("") for h in root.rglob("*.hea"))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class RenderConfig:
-    """Render WFDB records (or freshly synthesised signals) into ECG images with JSON sidecars and index.csv."""
-    out: str  # output folder (images + <id>.json + index.csv)
-    signals: str = ""  # folder of WFDB records (searched recursively); empty = synthesise --n-synth with src.synth
-    style: str = "scan"  # scan | photo
-    n_per_record: int = 1  # images per record (each with its own sampled parameters)
-    seconds: float = 10.0  # page span, s (less where the paper is too short at the sampled speed); shorter records are errors
-    seed: int = 0  # base seed; image rng = default_rng([seed, crc32(record), k, window])
-    layout: str = ""  # force a layout (3x4, 6x2, 12x1, 2x1, 1x1); empty = sampled
-    size: tuple[int, ...] = ()  # output W H (empty: native page / 3460x1900 photo)
-    n_synth: int = 8  # records to synthesise when --signals is empty
-    max_windows: int = 0  # page windows per long record (0 = all)
-    limit: int = 0  # use only the first N records (0 = all)
-    ext: str = "png"  # png | jpg
-    masks: str = "none"  # none | leads | trace: also write <id>_mask.png
-    workers: int = 0  # processes (0 = one per core, 1 = inline)
-    preview: bool = False  # also write preview.png, a contact sheet of the first outputs
-
-
-def _record_items(cfg: RenderConfig) -> list[tuple]:
-    if cfg.signals:
-        recs = find_records(cfg.signals)
-        if not recs:
-            raise SystemExit(f"no WFDB records (*.hea) under {cfg.signals}")
-        items = [("wfdb", str(r), str(r.relative_to(cfg.signals)).replace("/", "_")) for r in recs]
-    else:
-        items = [("synth", str(i), f"synth_{i:06d}") for i in range(cfg.n_synth)]
-    items = items[:cfg.limit] if cfg.limit > 0 else items
-    return [(kind, src, rid, k) for kind, src, rid in items for k in range(cfg.n_per_record)]
-
-
-def _load(kind: str, src: str, seed: int, min_seconds: float):
-    if kind == "wfdb":
-        sig, fs, found = read_wfdb(src, min_seconds=min_seconds)
-        return sig, fs, found, {}
-    from . import synth
-    sig, smeta = synth.synthesize(synth.record_rng(seed, int(src)))
-    return sig, smeta["fs"], list(LEADS), {"labels": smeta.get("labels", {})}
-
-
-class _Job:
-    """One (record, k): page parameters from rng [seed, crc32(id), k]; window w renders with rng [..., k, w]."""
-
-    def __init__(self, cfg: RenderConfig):
-        self.cfg = cfg
-
-    def __call__(self, item) -> list[dict]:
-        from . import photo
-        kind, src, rid, k = item
-        cfg, out = self.cfg, Path(self.cfg.out)
-        crc = zlib.crc32(rid.encode())
-        try:
-            sig, fs, found, extra = _load(kind, src, cfg.seed, cfg.seconds)
-            prng = np.random.default_rng([cfg.seed, crc, k])
-            params = sample_params(prng, cfg.style)
-            pp = photo.sample_photo_params(prng, out_size=tuple(cfg.size) if cfg.size else None) \
-                if cfg.style == "photo" else None
-            if cfg.layout:
-                params.layout = cfg.layout
-            adapt_layout(params, found, keep_layout=bool(cfg.layout))
-            pw_in, ph_in = (v / 25.4 for v in PAPERS_MM[params.paper])
-            if pp is not None:  # render at about the page's resolution in the photo
-                params.dpi = float(max(40, 5 * round(pp.out_size[1] * pp.fill / ph_in / 5)))
-            elif cfg.size:
-                params.dpi = float(max(40, math.floor(min(cfg.size[0] / pw_in, cfg.size[1] / ph_in))))
-            span = min(cfg.seconds, _layout(params, sig.shape[1], fs, set(found))["span"])
-            nwin = max(1, int((sig.shape[1] / fs + 1e-6) // span))
-            nwin = min(nwin, cfg.max_windows) if cfg.max_windows > 0 else nwin
-        except (WFDBError, ValueError, OSError) as e:
-            return [{"id": f"{rid}_{k:02d}", "record": src, "status": "error", "error": f"{src}: {e}"}]
-        rows = []
-        for w in range(nwin):
-            iid = f"{rid}_{k:02d}_w{w:02d}"
-            img_path, js = out / f"{iid}.{cfg.ext}", out / f"{iid}.json"
-            if img_path.exists() and js.exists():  # resume: the sidecar is written last
-                rows.append(json.loads(js.read_text())["row"])
-                continue
-            seed_vec = [cfg.seed, crc, k, w]
-            rng = np.random.default_rng(seed_vec)
-            wparams = dataclasses.replace(params, t0=w * span, seconds=span)
-            try:
-                page, meta = _render(sig, fs, wparams, rng, defer_gain=pp is not None)
-                if pp is not None:
-                    img, meta = photo._photograph(page, meta, pp, rng)
-                elif cfg.size and tuple(cfg.size) != (page.shape[1], page.shape[0]):
-                    img, meta = fit_to_size(page, meta, tuple(cfg.size))
-                else:
-                    img = page
-            except ValueError as e:
-                rows.append({"id": iid, "record": src, "status": "error", "error": f"{src}: {e}"})
-                continue
-            meta["style"] = cfg.style
-            meta = finalize_meta(meta)
-            row = {"id": iid, "record": src, "k": k, "window": w, "t0": w * span, "style": cfg.style,
-                   "layout": wparams.layout, "width": meta["size"][0], "height": meta["size"][1],
-                   "image": img_path.name, "status": "ok", "error": "",
-                   **{lab: extra["labels"][lab] for lab in LABELS if lab in extra.get("labels", {})}}
-            if cfg.masks != "none":
-                imwrite(out / f"{iid}_mask.png", masks_from_meta(meta, cfg.masks))
-            imwrite(img_path, img)
-            write_json(js, {"row": row, "rng_seed": seed_vec, "params_seed": [cfg.seed, crc, k], "record": src,
-                            "config": dataclasses.asdict(cfg), **meta})
-            rows.append(row)
-        return rows
-
-
-def contact_sheet(paths: list[Path], cols: int = 4, cell_w: int = 480) -> np.ndarray:
-    """Thumbnails in a grid (cell aspect of the first image) for a quick look at a run."""
-    from .utils import imread
-    imgs = [imread(p) for p in paths]
-    cols = max(1, min(cols, len(imgs)))
-    cell_h = max(1, round(cell_w * imgs[0].shape[0] / imgs[0].shape[1]))
-    tiles = []
-    for im in imgs:
-        s = min(cell_w / im.shape[1], cell_h / im.shape[0])
-        im = cv2.resize(im, (max(1, int(im.shape[1] * s)), max(1, int(im.shape[0] * s))), interpolation=cv2.INTER_AREA)
-        t = np.full((cell_h + 4, cell_w + 4, 3), 64, np.uint8)
-        t[2:2 + im.shape[0], 2:2 + im.shape[1]] = im
-        tiles.append(t)
-    while len(tiles) % cols:
-        tiles.append(np.full_like(tiles[0], 64))
-    return np.vstack([np.hstack(tiles[i:i + cols]) for i in range(0, len(tiles), cols)])
-
-
-def main(argv=None) -> None:
-    import pandas as pd
-    cfg = parse_args(RenderConfig, argv)
-    if cfg.style not in ("scan", "photo"):
-        raise SystemExit("--style must be scan or photo")
-    if cfg.layout and cfg.layout not in LAYOUTS:
-        raise SystemExit(f"--layout must be one of {', '.join(LAYOUTS)}")
-    if cfg.size and len(cfg.size) != 2:
-        raise SystemExit("--size takes two numbers: W H (e.g. --size=1152,640)")
-    if cfg.masks not in ("none", "leads", "trace"):
-        raise SystemExit("--masks must be none, leads or trace")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    items = _record_items(cfg)
-    rows = [r for rs in parallel_map(_Job(cfg), items, workers=cfg.workers, desc=f"render {cfg.style}") for r in rs]
-    df = pd.DataFrame(rows).sort_values("id").reset_index(drop=True)
-    write_csv(out / "index.csv", df)
-    ok = df[df["status"] == "ok"] if len(df) else df
-    bad = df[df["status"] != "ok"] if len(df) else df
-    for _, r in bad.iterrows():
-        print(f"[render] skipped: {r['error']}")
-    if cfg.preview and len(ok):
-        imwrite(out / "preview.png", contact_sheet([out / i for i in ok["image"].head(12)]))
-    print(f"[render] {len(ok)} images ({len(bad)} skipped) -> {out} (index.csv{', preview.png' if cfg.preview else ''})")
-
-
-if __name__ == "__main__":
-    main()

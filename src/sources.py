@@ -1,10 +1,12 @@
 """Readers for real ECG data: each turns one public source into the same label table, so the synthetic competition and
 real data go through the same code.
 
-    from src import sources
+    from src import compose, sources
     train, test, label_cols = sources.read_competition("bhf-data-science-centre-ecg-challenge")
     ptbxl = sources.read_ptbxl("ptb-xl", sampling=500)
-    scans = sources.render_signal_source(ptbxl, "input/ptbxl-scans", n_per_record=2, seed=0, size=(1100, 850))
+    scans = compose.render_signal_source(ptbxl, "input/ptbxl-scans", n_per_record=2, seed=0, hw=(850, 1100))
+
+The signals of signal sources are read by src/signals.py; compose.render_signal_source draws them into image sets.
 
 Every reader returns a pandas DataFrame with columns, in this order:
   id          str, unique within the table (prefixed by source where ids would collide across sources: `ptbxl_17`)
@@ -43,15 +45,14 @@ import hashlib
 import os
 import re
 import sys
-import zlib
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .config import LABELS, LEADS, find_input
-from .utils import ImageReadError, looks_truncated, imread, imwrite, parallel_map, write_csv, write_json
+from .config import LABELS, find_input
+from .signals import CODE15_FS
+from .utils import ImageReadError, looks_truncated, imread, parallel_map, write_csv
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Default dataset folder names (under input/ or /kaggle/input/); src/download.py unpacks into these.
@@ -141,8 +142,8 @@ def check_images(paths: list, verify: bool = False, workers: int = 0, desc: str 
     return {i: err for i, err in parallel_map(_check_one, jobs, workers=n, desc=desc, chunksize=16) if err}
 
 
-def _finish(df: pd.DataFrame, skipped: list[dict], source: str, labels=LABELS) -> pd.DataFrame:
-    """Standard column order, float labels, unique ids, skip report."""
+def finish_table(df: pd.DataFrame, skipped: list[dict], source: str, labels=LABELS) -> pd.DataFrame:
+    """Standard column order, float labels, unique ids, skip report (every table a reader or builder returns)."""
     for c in labels:
         df[c] = df[c].astype(float) if c in df else np.nan
     front = ["id", "path", *labels] + [c for c in ("patient_id", "strat_fold") if c in df]
@@ -341,7 +342,7 @@ def read_competition(root: str | Path = DEFAULT_ROOTS["bhf"], verify: bool = Fal
             for c in part.columns:  # anything else the file carries (fold, age, ...) rides along
                 if c not in (id_col, group, *label_cols) and c not in df:
                     df[c] = part[c].to_numpy()
-        out.append(_finish(df, skipped, f"competition {split} ({folder})", labels=label_cols))
+        out.append(finish_table(df, skipped, f"competition {split} ({folder})", labels=label_cols))
     return out[0], out[1], list(label_cols)
 
 
@@ -420,13 +421,12 @@ def read_ptbxl(root: str | Path = DEFAULT_ROOTS["ptbxl"], sampling: int = 500, m
                      "patient_id": f"ptbxl_{int(pid)}" if pd.notna(pid) else f"ptbxl_ecg{ecg_id}",
                      "strat_fold": int(r.strat_fold), "ecg_id": ecg_id, "fs": sampling, "format": "wfdb"})
     df = pd.DataFrame(rows, columns=["id", "path", *LABELS, "patient_id", "strat_fold", "ecg_id", "fs", "format"])
-    return _finish(df, skipped, f"PTB-XL ({base})")
+    return finish_table(df, skipped, f"PTB-XL ({base})")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # CODE-15% (Zenodo 4916206): exams.csv + exams_part{0..17}.hdf5 with `tracings` [N, 4096, 12] at 400 Hz and `exam_id`
 # ----------------------------------------------------------------------------------------------------------------
-CODE15_FS = 400
 CODE15_CD = ("1dAVb", "RBBB", "LBBB")  # first-degree AV block, right and left bundle branch block
 
 
@@ -481,33 +481,9 @@ def read_code15(root: str | Path = DEFAULT_ROOTS["code15"], strict_negatives: bo
                      "HYP": np.nan, "CD": cd.iloc[k], "STTC": np.nan, "patient_id": pid,
                      "exam_id": exam_id, "h5_index": h5_index, "fs": CODE15_FS, "format": "code15_hdf5"})
     df = pd.DataFrame(rows, columns=["id", "path", *LABELS, "patient_id", "exam_id", "h5_index", "fs", "format"])
-    return _finish(df, skipped, f"CODE-15% ({root})")
+    return finish_table(df, skipped, f"CODE-15% ({root})")
 
 
-def load_code15_signal(hdf5_path: str | Path, exam_id: int, index: int | None = None) -> tuple[np.ndarray, int]:
-    """(signal float32 [12, n] mV, 400) for one exam, with the zero padding (up to 4096 samples) cut off both ends.
-    `index` (the h5_index column) skips the search when it points at the right row."""
-    import h5py
-    hdf5_path = Path(hdf5_path)
-    try:
-        with h5py.File(hdf5_path, "r") as h:
-            ids = h["exam_id"]
-            if index is None or not (0 <= index < len(ids)) or int(ids[index]) != int(exam_id):
-                hits = np.flatnonzero(np.asarray(ids[:], dtype=np.int64) == int(exam_id))
-                if not len(hits):
-                    raise KeyError(f"{hdf5_path}: exam_id {exam_id} is not in this file")
-                index = int(hits[0])
-            x = np.asarray(h["tracings"][index], dtype=np.float32)  # [4096, 12]
-    except OSError as e:
-        raise OSError(f"{hdf5_path}: cannot read ({e}); re-download this part") from None
-    sig = x.T
-    nonzero = np.flatnonzero(np.any(sig != 0, axis=0))
-    if not len(nonzero):
-        raise ValueError(f"{hdf5_path}: exam {exam_id} is all zeros")
-    return np.ascontiguousarray(sig[:, nonzero[0]:nonzero[-1] + 1]), CODE15_FS
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Folders of scanned ECG images, one folder per class (Mendeley gwbz3fsgp8 / its Kaggle mirrors)
 # ----------------------------------------------------------------------------------------------------------------
 # Regex on the lower-cased folder name -> known labels (absent = NaN). First match wins, so "abnormal" precedes
@@ -592,7 +568,7 @@ def read_image_folders(root: str | Path = DEFAULT_ROOTS["scans"], mapping: dict[
     n_unlabelled = int(df[list(LABELS)].isna().all(axis=1).sum())
     if not keep_unlabelled:
         df = df[~df[list(LABELS)].isna().all(axis=1)]
-    df = _finish(df, skipped, f"image folders ({root})")
+    df = finish_table(df, skipped, f"image folders ({root})")
     df.attrs["duplicates"] = dups
     df.attrs["unlabelled"] = n_unlabelled
     n_removed = sum(len(d["removed"]) for d in dups)
@@ -639,98 +615,4 @@ def read_genecg(root: str | Path = DEFAULT_ROOTS["genecg"], ptbxl_root: str | Pa
     bad = check_images(df["path"].tolist(), verify, workers, desc="check GenECG images")
     skipped += [{"id": df["id"].iloc[j], "path": df["path"].iloc[j], "error": err} for j, err in sorted(bad.items())]
     df = df.drop(index=df.index[sorted(bad)])
-    return _finish(df, skipped, f"GenECG ({root})")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Signal sources -> scan-like images (PTB-XL is the strongest Stage I source), through src/render.py
-# ----------------------------------------------------------------------------------------------------------------
-def load_signal(row) -> tuple[np.ndarray, float]:
-    """(signal [12, n] float32 mV, fs) for one row of read_ptbxl or read_code15 (its `format` column says which)."""
-    if row.get("format") == "code15_hdf5":
-        return load_code15_signal(row["path"], int(row["exam_id"]), int(row["h5_index"]))
-    from . import render
-    sig, fs, _ = render.read_wfdb(row["path"])
-    return sig, fs
-
-
-class UnusableRecord(ValueError):
-    """A record that would make a misleading page (no signal, too short): skipped with this reason."""
-
-
-def usable_leads(sig: np.ndarray, fs: float, min_seconds: float) -> list[str]:
-    """The leads of a [12, n] record worth drawing (at least half their samples finite). Raises UnusableRecord for a
-    record with none (an all-NaN record would be a blank grid labelled with its diagnosis) or shorter than
-    `min_seconds` (a page shows 10 s: a shorter record leaves part of every lead blank)."""
-    seconds = sig.shape[1] / fs
-    if seconds < min_seconds - 1e-9:
-        raise UnusableRecord(f"record is {seconds:g} s long, a page needs {min_seconds:g} s (skipped)")
-    finite = np.isfinite(sig).mean(axis=1) >= 0.5
-    if not finite.any():
-        raise UnusableRecord("every lead is NaN: no signal to draw (skipped)")
-    return [lead for lead, ok in zip(LEADS, finite) if ok]
-
-
-class _RenderJob:
-    """One (record, k) -> images/<id>_<k>.<ext> + .json; rng = default_rng([seed, crc32(record id), k]), so an image
-    never depends on which or how many other records are rendered."""
-
-    def __init__(self, out: Path, seed: int, style: str, size, ext: str, min_seconds: float):
-        self.out, self.seed, self.style, self.size, self.ext = out, seed, style, size, ext
-        self.min_seconds = min_seconds
-
-    def __call__(self, item) -> dict:
-        from . import render
-        row, k = item
-        iid = f"{row['id']}_{k:02d}"
-        img_path, js = self.out / "images" / f"{iid}.{self.ext}", self.out / "images" / f"{iid}.json"
-        if img_path.exists() and js.exists():  # resume: the sidecar is written last
-            return {"id": iid, "path": str(img_path), "error": ""}
-        seed = [int(self.seed), zlib.crc32(str(row["id"]).encode()), int(k)]
-        try:
-            sig, fs = load_signal(row)
-            leads = usable_leads(sig, fs, self.min_seconds)
-            img, meta = render.make_image(sig, fs, np.random.default_rng(seed), self.style, self.size, leads)
-        except (ValueError, OSError, KeyError) as e:  # render.WFDBError and UnusableRecord are ValueErrors
-            return {"id": iid, "path": str(img_path), "error": f"{row['path']}: {e}"}
-        imwrite(img_path, img)
-        labels = {c: (None if pd.isna(row[c]) else float(row[c])) for c in LABELS}
-        write_json(js, {"id": iid, "source_id": row["id"], "record": row["path"], "seed": seed, "style": self.style,
-                        "size": list(self.size) if self.size else None, "labels": labels,
-                        "regenerate": "sig, fs = sources.load_signal(row); "
-                                      "render.make_image(sig, fs, np.random.default_rng(seed), style, size)", **meta})
-        return {"id": iid, "path": str(img_path), "error": ""}
-
-
-def render_signal_source(df: pd.DataFrame, out_dir: str | Path, n_per_record: int = 1, seed: int = 0,
-                         style: str = "scan", workers: int = 0, size: tuple[int, int] | None = None,
-                         ext: str = "png", min_seconds: float = 7.0) -> pd.DataFrame:
-    """Render every record of a signal table (read_ptbxl / read_code15) `n_per_record` times with sampled page
-    parameters into a Stage I set: `<out_dir>/images/<id>.<ext>` + `<id>.json` sidecars (seed and all parameters)
-    and `<out_dir>/labels.csv` (id, labels, patient_id, strat_fold, source_id). Resumable (finished images are
-    kept), deterministic per seed. Records that cannot be read, have no signal or are shorter than `min_seconds` are
-    skipped and reported (7 s keeps CODE-15%'s 7.3 s exams, whose pages draw 1.8 s per 3x4 column instead of 2.5 s;
-    a 4 s strip would leave 1 s panels); records with fewer usable leads get strip pages of those leads. Returns the
-    image table."""
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    records = df.to_dict("records")
-    items = [(r, k) for r in records for k in range(n_per_record)]
-    job = _RenderJob(out, seed, style, tuple(size) if size else None, ext, min_seconds)
-    done = {r["id"]: r for r in parallel_map(job, items, workers=workers, desc=f"render {style}")}
-    rows, skipped = [], []
-    for r, k in items:
-        res = done[f"{r['id']}_{k:02d}"]
-        if res["error"]:
-            skipped.append({"id": res["id"], "path": str(r["path"]), "error": res["error"]})
-            continue
-        rows.append({"id": res["id"], "path": str(Path(res["path"]).absolute()), **{c: r[c] for c in LABELS},
-                     **{c: r[c] for c in ("patient_id", "strat_fold") if c in r}, "source_id": r["id"]})
-    cols = ["id", "path", *LABELS] + [c for c in ("patient_id", "strat_fold") if c in df] + ["source_id"]
-    table = _finish(pd.DataFrame(rows, columns=cols), skipped, f"render ({out})")
-    write_csv(out / "labels.csv", table.drop(columns=["path"]))
-    kinds = Counter("no signal" if "NaN" in x["error"] else "too short" if " s long" in x["error"] else "unreadable"
-                    for x in skipped)
-    print(f"[sources] rendered {len(table)} images from {len(records)} records -> {out}/images, {out}/labels.csv"
-          + (f"; skipped {len(skipped)}: {dict(sorted(kinds.items()))}" if skipped else ""), file=sys.stderr)
-    return table
+    return finish_table(df, skipped, f"GenECG ({root})")

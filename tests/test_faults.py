@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from src import check, sources
+from src import check, compose, sources
 from src.config import LABELS, LEADS, REPO
 from src.model import load_checkpoint
 from src.preprocess import CacheJob, build_cache
@@ -135,7 +135,7 @@ def test_nan_short_and_two_lead_records_in_a_signal_source(tmp_path, capsys):
             "short": _wfdb(tmp_path / "rec", "short", good[:, :400], LEADS),
             "two": _wfdb(tmp_path / "rec", "two", good[:2], ["II", "V1"])}
     table = pd.DataFrame([{"id": k, "path": str(p), **{lb: 0.0 for lb in LABELS}} for k, p in recs.items()])
-    out = sources.render_signal_source(table, tmp_path / "set", seed=1, workers=1, size=(400, 300))
+    out = compose.render_signal_source(table, tmp_path / "set", seed=1, workers=1, hw=(300, 400))
     assert sorted(out["id"]) == ["good_00", "two_00"]
     errors = {s["id"]: s["error"] for s in out.attrs["skipped"]}
     assert "every lead is NaN" in errors["nan_00"] and "4 s long" in errors["short_00"]

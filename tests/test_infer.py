@@ -122,7 +122,7 @@ def tiny_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ECGKA_KAGGLE_ROOT", str(tmp / "kaggle"))
         make_data.main([f"--root={tmp / 'data'}", "--preset=tiny", "--n_train=16", "--n_test=10", "--n_scans=0",
-                        "--n_roi=0", "--photo_size=320,176", "--workers=1", "--public_fraction=0.5",
+                        "--n_roi=0", "--photo_hw=176,320", "--workers=1", "--public_fraction=0.5",
                         "--prevalence=MI=0.5,AF=0.5,HYP=0.5,CD=0.5,STTC=0.5"])
         comp = tmp / "data" / "ecg-synth-comp"
         cache = tmp / "cache"

@@ -79,4 +79,19 @@ def test_same_seed_same_bytes_and_resume(tiny, tmp_path):
 
 def test_resume_with_other_image_settings_is_refused(tiny):
     with pytest.raises(SystemExit, match="other settings"):
-        make_data.main([f"--root={tiny}", "--preset=tiny", "--seed=3", "--photo_size=320,176", "--n_train=1"])
+        make_data.main([f"--root={tiny}", "--preset=tiny", "--seed=3", "--photo_hw=176,320", "--n_train=1"])
+
+
+def test_manifest_written_before_sizes_were_hw_still_resumes(tmp_path):
+    """A folder built when the manifest kept photo_size / scan_size as (W, H) resumes with the same sizes as (H, W)."""
+    import json
+    f = tmp_path / "ecg-synth-comp-solution" / "make_data.json"
+    f.parent.mkdir()
+    old = {"seed": 3, "photo_size": [640, 352], "scan_size": [550, 425], "prevalence": "", "images_per_patient": 1}
+    f.write_text(json.dumps(old))
+    cfg = make_data.MakeDataConfig(preset="tiny", seed=3)
+    make_data.check_manifest(cfg, tmp_path, cfg.resolved())
+    assert json.loads(f.read_text())["photo_hw"] == [352, 640]
+    f.write_text(json.dumps({**old, "photo_size": [352, 640]}))  # (H, W) under the old key is another size
+    with pytest.raises(SystemExit, match="other settings"):
+        make_data.check_manifest(cfg, tmp_path, cfg.resolved())

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from src import photo, render
+from src import compose, photo, render
 from tests.test_render import FS, dark_fraction, grey, spikes_signal
 
 
@@ -16,7 +16,7 @@ def _page(dpi=60, **kw):
 
 def _plain_camera(**kw):
     """Dark uniform desk, no clutter, even light: paper vs background is then unambiguous in the pixels."""
-    base = dict(out_size=(960, 540), background="plain", bg_rgb=(30, 30, 34), clutter=0, light_grad=0.0,
+    base = dict(out_hw=(540, 960), background="plain", bg_rgb=(30, 30, 34), clutter=0, light_grad=0.0,
                 vignette=0.0, shadows=0, glare=0.0, noise=1.0, defocus=0.0, jpeg=0)
     return photo.PhotoParams(**{**base, **kw})
 
@@ -63,7 +63,7 @@ def test_roi_box_contains_all_lead_boxes_and_is_tight():
     page, meta = _page(dpi=50)
     for seed in range(6):
         rng = np.random.default_rng(seed)
-        pp = photo.sample_photo_params(rng, out_size=(640, 352))
+        pp = photo.sample_photo_params(rng, out_hw=(352, 640))
         img, m = photo.photograph(page, meta, pp, rng)
         x0, y0, x1, y1 = m["roi_box"]
         assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 352
@@ -79,9 +79,9 @@ def test_roi_box_contains_all_lead_boxes_and_is_tight():
 
 def test_make_image_photo_is_deterministic_and_sized():
     sig = spikes_signal()
-    a, ma = render.make_image(sig, FS, np.random.default_rng(5), "photo", size=(640, 352))
-    b, mb = render.make_image(sig, FS, np.random.default_rng(5), "photo", size=(640, 352))
-    c, _ = render.make_image(sig, FS, np.random.default_rng(6), "photo", size=(640, 352))
+    a, ma = compose.make_image(sig, FS, np.random.default_rng(5), "photo", hw=(352, 640))
+    b, mb = compose.make_image(sig, FS, np.random.default_rng(5), "photo", hw=(352, 640))
+    c, _ = compose.make_image(sig, FS, np.random.default_rng(6), "photo", hw=(352, 640))
     assert a.shape == (352, 640, 3) and np.array_equal(a, b) and ma == mb and not np.array_equal(a, c)
     assert set(ma) >= {"paper_quad", "homography", "roi_box", "leads", "photo", "params", "size"}
     assert np.shape(ma["paper_quad"]) == (4, 2) and np.shape(ma["homography"]) == (3, 3)
@@ -89,10 +89,10 @@ def test_make_image_photo_is_deterministic_and_sized():
 
 
 def test_default_photo_is_bhf_sized_and_trace_aligned():
-    assert photo.PhotoParams().out_size == (3460, 1900)
-    assert photo.sample_photo_params(np.random.default_rng(0)).out_size == (3460, 1900)
+    assert photo.PhotoParams().out_hw == (1900, 3460)
+    assert photo.sample_photo_params(np.random.default_rng(0)).out_hw == (1900, 3460)
     page, meta = _page(dpi=200, artefacts={"crease": [1, 0.8], "wrinkle": [1, 0.8]})
-    pp = _plain_camera(out_size=(3460, 1900), tilt=20, tilt_dir=120, curl=0.012, defocus=0.8, noise=3, jpeg=85,
+    pp = _plain_camera(out_hw=(1900, 3460), tilt=20, tilt_dir=120, curl=0.012, defocus=0.8, noise=3, jpeg=85,
                        background="wood", bg_rgb=(120, 84, 52), clutter=3, shadows=1, light_grad=0.2)
     img, m = photo.photograph(page, meta, pp, np.random.default_rng(2))
     assert img.shape == (1900, 3460, 3)
@@ -122,7 +122,7 @@ def test_bend_inverse_is_exact_and_maps_agree(curl):
         assert np.abs(bend(corners) - corners).max() < 1e-9  # the bend vanishes at the corners
     # the remap maps (coarse grid, upsampled) stay within a small fraction of a pixel of the exact map, and bands
     # of the box give exactly the whole-box maps
-    box = photo._bbox_of(fwd(photo._page_outline(pw, ph)), *pp.out_size)
+    box = photo._bbox_of(fwd(photo._page_outline(pw, ph)), *pp.out_hw[::-1])
     xy = box_map(inv, box)
     assert xy.shape == (box[3] - box[1], box[2] - box[0], 2)
     yy, xx = np.mgrid[0:box[3] - box[1]:7, 0:box[2] - box[0]:7]

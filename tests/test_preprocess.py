@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src import photo, render, synth
+from src import compose, photo, render, synth
 from src.preprocess import (CacheJob, PreprocessConfig, build_cache, in_shard, load_config, main, parse_shard,
                             preprocess_image, read_cache, resolve_sources)
 from src.utils import imread, imwrite
 
 
-def _photo(seed, size=(640, 352)):
+def _photo(seed, hw=(352, 640)):
     rng = np.random.default_rng([seed, 5])
     signal, smeta = synth.synthesize(rng)
-    return render.make_image(signal, smeta["fs"], rng, style="photo", size=size)
+    return compose.make_image(signal, smeta["fs"], rng, style="photo", hw=hw)
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +48,12 @@ def test_roi_clahe_crop_contains_every_lead(photos):
     assert np.mean(covered) > 0.97
 
 
-def _clean_photo(seed, tilt, tilt_dir, roll, background, size=(800, 450)):
+def _clean_photo(seed, tilt, tilt_dir, roll, background, hw=(450, 800)):
     """A controlled photo: no bend, clutter or shadows, page fully in frame; exact corners from its homography."""
     rng = np.random.default_rng(seed)
     signal, smeta = synth.synthesize(rng)
     page, meta = render.render_ecg(signal, smeta["fs"], render.RenderParams(dpi=80, grid="red"), rng)
-    p = photo.PhotoParams(out_size=size, fill=0.8, center=(0.5, 0.5), tilt=tilt, tilt_dir=tilt_dir, roll=roll,
+    p = photo.PhotoParams(out_hw=hw, fill=0.8, center=(0.5, 0.5), tilt=tilt, tilt_dir=tilt_dir, roll=roll,
                           curl=0.0, background=background, bg_rgb=(70, 60, 50), clutter=0, light_grad=0.1,
                           vignette=0.1, shadows=0, glare=0.0, defocus=0.0, motion=0.0, noise=2.0, jpeg=0)
     return photo.photograph(page, meta, p, rng)

@@ -1,13 +1,12 @@
-"""src/render.py: the page is where the metadata says, at the scale the parameters say; WFDB input; CLI."""
+"""src/render.py: the page is where the metadata says, at the scale the parameters say; masks from the metadata."""
 import json
 
 import numpy as np
 import pytest
 
-from src import render
-from src.config import LEADS, REPO
+from src import pixels, render
+from src.config import LEADS
 
-FIXTURES = REPO.parent / "shared" / "fixtures"
 FS = 500
 
 
@@ -173,113 +172,14 @@ def test_absent_leads_and_short_signals():
         render.render_ecg(sig[:3], FS, render.RenderParams(dpi=60), np.random.default_rng(0))
 
 
-def test_make_image_deterministic_and_sized():
-    from src import synth
-    sig, smeta = synth.synthesize(synth.record_rng(0, 7))
-    a, ma = render.make_image(sig, smeta["fs"], np.random.default_rng(11), "scan", size=(550, 425))
-    b, mb = render.make_image(sig, smeta["fs"], np.random.default_rng(11), "scan", size=(550, 425))
-    c, _ = render.make_image(sig, smeta["fs"], np.random.default_rng(12), "scan", size=(550, 425))
-    assert a.shape == (425, 550, 3) and np.array_equal(a, b) and ma == mb and not np.array_equal(a, c)
-    assert json.loads(json.dumps(ma)) == ma
-    for seed in range(6):  # sampled diversity keeps every label consistent
-        img, meta = render.make_image(sig, smeta["fs"], np.random.default_rng(seed), "scan", size=(550, 425))
-        assert meta["size"] == [550, 425] and img.shape == (425, 550, 3)
-        x0, y0, x1, y1 = meta["roi_box"]
-        assert all(x0 <= lead["bbox"][0] and lead["bbox"][2] <= x1 and y0 <= lead["bbox"][1] and
-                   lead["bbox"][3] <= y1 for lead in meta["leads"])
-        check_round_trip(meta, sig, smeta["fs"])
-
-
 def test_masks_follow_the_traces():
     sig = spikes_signal()
     img, meta = render.render_ecg(sig, FS, render.RenderParams(dpi=80), np.random.default_rng(0))
-    lab = render.masks_from_meta(meta, "leads")
+    lab = pixels.masks_from_meta(meta, "leads")
     assert lab.shape == img.shape[:2]
     lead = meta["leads"][4]
     xi, yi = np.round(lead["x"]).astype(int), np.round(lead["y"]).astype(int)
     assert (lab[yi, xi] == 5).mean() > 0.9
     ink = grey(img) < 110
-    trace = render.masks_from_meta(meta, "trace") > 0
+    trace = pixels.masks_from_meta(meta, "trace") > 0
     assert (ink & trace).sum() / trace.sum() > 0.6  # the mask sits on the ink
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# WFDB
-# ---------------------------------------------------------------------------------------------------------------
-def _write_record(d, name, seconds, fs=250, names=("I", "II", "V1"), units="mV"):
-    import wfdb
-    sig = np.random.default_rng(0).normal(0, 0.4, (int(seconds * fs), len(names)))
-    wfdb.wrsamp(name, fs=fs, units=[units] * len(names), sig_name=list(names), p_signal=sig,
-                fmt=["16"] * len(names), write_dir=str(d))
-    return sig
-
-
-@pytest.mark.skipif(not FIXTURES.exists(), reason="shared WFDB fixtures not present")
-def test_read_real_wfdb_records():
-    import wfdb
-    for rel, fs in [("ptbxl/records500/00000/00001_hr", 500), ("ptbxl/records100/00000/00001_lr", 100),
-                    ("cinc2021/HR06002", 500)]:
-        sig, got_fs, found = render.read_wfdb(FIXTURES / rel)
-        assert got_fs == fs and sig.shape == (12, 10 * fs) and sig.dtype == np.float32
-        assert found == list(LEADS)  # 'AVR' (PTB-XL) and 'aVR' (CinC, '1000/mv') both understood
-        raw = wfdb.rdrecord(str(FIXTURES / rel), physical=False)
-        assert np.allclose(sig[LEADS.index("aVR")], (raw.d_signal[:, 3] - raw.baseline[3]) / raw.adc_gain[3],
-                           atol=1e-6)
-        img, meta = render.render_ecg(sig, got_fs, render.RenderParams(dpi=60), np.random.default_rng(0))
-        check_round_trip(meta, sig, got_fs)
-
-
-def test_wfdb_units_aliases_and_errors(tmp_path):
-    sig = _write_record(tmp_path, "uv", 4, names=("MLII", "avf"), units="uV")
-    out, fs, found = render.read_wfdb(tmp_path / "uv.hea")
-    assert found == ["II", "aVF"] and fs == 250
-    assert np.allclose(out[LEADS.index("aVF")], sig[:, 1] / 1000, atol=1e-4)
-    assert np.isnan(out[LEADS.index("V1")]).all()
-    with pytest.raises(render.WFDBError, match=r"uv\.hea.*4 s long.*needs 10 s"):
-        render.read_wfdb(tmp_path / "uv", min_seconds=10)
-
-    (tmp_path / "bad.hea").write_text("this is not a header\n")
-    with pytest.raises(render.WFDBError, match=r"bad\.hea"):
-        render.read_wfdb(tmp_path / "bad")
-    _write_record(tmp_path, "trunc", 4)
-    data = (tmp_path / "trunc.dat").read_bytes()
-    (tmp_path / "trunc.dat").write_bytes(data[:len(data) // 3])
-    with pytest.raises(render.WFDBError, match=r"trunc\.hea"):
-        render.read_wfdb(tmp_path / "trunc")
-    _write_record(tmp_path, "odd", 4, names=("ECG1", "ECG2"))
-    with pytest.raises(render.WFDBError, match=r"odd\.hea.*no standard ECG lead"):
-        render.read_wfdb(tmp_path / "odd")
-    with pytest.raises(render.WFDBError, match=r"missing\.hea"):
-        render.read_wfdb(tmp_path / "missing")
-
-
-def test_cli_windows_resume_and_bad_records(tmp_path):
-    src_dir, out = tmp_path / "signals", tmp_path / "out"
-    src_dir.mkdir()
-    _write_record(src_dir, "long", 25.0, fs=200, names=LEADS)  # 25 s: two 10-s pages
-    _write_record(src_dir, "short", 3.0, fs=200, names=LEADS)  # shorter than a page: an error naming it
-    (src_dir / "broken.hea").write_text("broken 12 500\n")  # header naming no signal lines
-    argv = ["--signals", str(src_dir), "--out", str(out), "--size", "440,340", "--workers", "1", "--preview",
-            "--masks", "trace", "--layout", "3x4", "--seed", "4"]
-    render.main(argv)
-    import pandas as pd
-    idx = pd.read_csv(out / "index.csv")
-    ok = idx[idx.status == "ok"]
-    assert sorted(ok.id) == ["long_00_w00", "long_00_w01"]
-    bad = idx[idx.status == "error"].set_index("id").error
-    assert len(bad) == 2 and "broken.hea" in bad["broken_00"] and "short.hea" in bad["short_00"]
-    assert "3 s long" in bad["short_00"]
-    side = json.loads((out / "long_00_w01.json").read_text())
-    assert side["rng_seed"][0] == 4 and side["params"]["t0"] == 10.0 and side["size"] == [440, 340]
-    assert (out / "preview.png").exists() and (out / "long_00_w00_mask.png").exists()
-    stamp = (out / "long_00_w00.png").stat().st_mtime_ns
-    render.main(argv)  # resume: nothing is redrawn
-    assert (out / "long_00_w00.png").stat().st_mtime_ns == stamp
-    assert pd.read_csv(out / "index.csv").equals(idx)
-
-
-def test_cli_default_synthesises(tmp_path):
-    render.main(["--out", str(tmp_path), "--n-synth", "2", "--size", "440,340", "--workers", "1"])
-    import pandas as pd
-    idx = pd.read_csv(tmp_path / "index.csv")
-    assert list(idx.status) == ["ok", "ok"] and {"MI", "AF"} <= set(idx.columns)

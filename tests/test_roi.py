@@ -9,20 +9,21 @@ import textwrap
 import numpy as np
 import pytest
 
-from src import render, synth
+from src import synth
+from src.compose import make_image
 from src.config import REPO
 from src.roi import classical_roi, detect_roi, detect_roi_info, iou, write_yolo_dataset
 
 
-def _photo(seed, size):
+def _photo(seed, hw):
     rng = np.random.default_rng([seed, 4])
     signal, smeta = synth.synthesize(rng)
-    return render.make_image(signal, smeta["fs"], rng, style="photo", size=size)
+    return make_image(signal, smeta["fs"], rng, style="photo", hw=hw)
 
 
 @pytest.fixture(scope="module")
 def photos():
-    return [_photo(s, (960, 528)) for s in range(8)]
+    return [_photo(s, (528, 960)) for s in range(8)]
 
 
 def test_fallback_finds_the_grid(photos):
@@ -43,7 +44,7 @@ def test_fallback_finds_the_grid(photos):
 def _scan(seed):
     rng = np.random.default_rng([seed, 5])
     signal, smeta = synth.synthesize(rng)
-    return render.make_image(signal, smeta["fs"], rng, style="scan", size=(880, 680))  # the demo scans' size
+    return make_image(signal, smeta["fs"], rng, style="scan", hw=(680, 880))  # the demo scans' size
 
 
 # (seed, grid colour, artefacts the seed is chosen for): a noisy, colour-shifted, creased and tilted red grid under a
@@ -149,7 +150,7 @@ _SCRIPT = textwrap.dedent("""
 def test_yolo_trains_and_predicts_offline(tmp_path):
     items = []
     for i in range(6):
-        img, meta = _photo(100 + i, (320, 176))
+        img, meta = _photo(100 + i, (176, 320))
         items.append((f"r{i}", "val" if i >= 4 else "train", img, meta["roi_box"]))
     data = write_yolo_dataset(tmp_path / "roi-set", items)
     guard = tmp_path / "guard"

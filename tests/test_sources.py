@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import wfdb
 
-from src import sources
+from src import compose, signals, sources
 from src.config import LABELS, REPO
 from src.utils import encode_image, imwrite
 
@@ -251,14 +251,14 @@ def test_code15_labels_parts_and_signals(tmp_path):
     assert loose.loc[168405, "CD"] == 0.0
 
     for exam_id, row in df.iterrows():
-        sig, fs = sources.load_code15_signal(row["path"], exam_id, index=row["h5_index"])
+        sig, fs = signals.load_code15_signal(row["path"], exam_id, index=row["h5_index"])
         assert fs == 400 and sig.dtype == np.float32
         np.testing.assert_array_equal(sig, originals[exam_id])  # padding gone, 4000 or 2800 samples
-        again, _ = sources.load_code15_signal(row["path"], exam_id)  # found by search without the index
+        again, _ = signals.load_code15_signal(row["path"], exam_id)  # found by search without the index
         np.testing.assert_array_equal(again, sig)
-    assert sources.load_code15_signal(df.loc[2873686, "path"], 2873686)[0].shape == (12, 2800)
+    assert signals.load_code15_signal(df.loc[2873686, "path"], 2873686)[0].shape == (12, 2800)
     with pytest.raises(KeyError, match="exam_id 42"):
-        sources.load_code15_signal(df.loc[2873686, "path"], 42)
+        signals.load_code15_signal(df.loc[2873686, "path"], 42)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -369,7 +369,6 @@ def test_readers_resolve_dataset_names_via_config(tmp_path, monkeypatch):
 # Signal sources rendered to a Stage I image set
 # ----------------------------------------------------------------------------------------------------------------
 def test_render_signal_source_ptbxl_and_code15(ptbxl_root, tmp_path):
-    from src import render
     from src.utils import imread
     ptb = sources.read_ptbxl(ptbxl_root).set_index("ecg_id").loc[[1, 1017]].reset_index()
     broken = ptb.iloc[[0]].assign(id="ptbxl_404", path=str(tmp_path / "gone" / "00404_hr"))
@@ -384,8 +383,8 @@ def test_render_signal_source_ptbxl_and_code15(ptbxl_root, tmp_path):
                          "h5_index": 0, "fs": 400, "format": "code15_hdf5"}])
     table = pd.concat([ptb, broken, c15], ignore_index=True)
     out = tmp_path / "ptbxl-scans"
-    size = (330, 255)
-    df = sources.render_signal_source(table, out, n_per_record=2, seed=5, size=size, workers=1)
+    hw = (255, 330)
+    df = compose.render_signal_source(table, out, n_per_record=2, seed=5, hw=hw, workers=1)
 
     assert sorted(df["id"]) == sorted(f"{i}_{k:02d}" for i in ("ptbxl_1", "ptbxl_1017", "code15_77") for k in (0, 1))
     assert [s["id"] for s in df.attrs["skipped"]] == ["ptbxl_404_00", "ptbxl_404_01"]
@@ -395,19 +394,19 @@ def test_render_signal_source_ptbxl_and_code15(ptbxl_root, tmp_path):
     assert (row["AF"], row["CD"], row["MI"], row["strat_fold"]) == (1.0, 1.0, 0.0, 9)
     assert math.isnan(df.set_index("id").loc["code15_77_00", "MI"])
     imgs = {i: imread(p) for i, p in zip(df["id"], df["path"])}
-    assert all(im.shape == (size[1], size[0], 3) for im in imgs.values())
+    assert all(im.shape == (*hw, 3) for im in imgs.values())
     assert not np.array_equal(imgs["ptbxl_1017_00"], imgs["ptbxl_1017_01"])  # two draws, two pages
 
     # the sidecar regenerates its image exactly
     side = __import__("json").loads((out / "images" / "ptbxl_1017_01.json").read_text())
     assert side["source_id"] == "ptbxl_1017" and side["labels"]["AF"] == 1.0 and side["labels"]["MI"] == 0.0
-    sig, fs = sources.load_signal(table.iloc[1].to_dict())
-    again, _ = render.make_image(sig, fs, np.random.default_rng(side["seed"]), side["style"], tuple(side["size"]))
+    sig, fs = signals.load_signal(table.iloc[1].to_dict())
+    again, _ = compose.make_image(sig, fs, np.random.default_rng(side["seed"]), side["style"], tuple(side["hw"]))
     np.testing.assert_array_equal(again, imgs["ptbxl_1017_01"])
-    assert sources.load_signal(c15.iloc[0].to_dict())[0].shape == original.shape
+    assert signals.load_signal(c15.iloc[0].to_dict())[0].shape == original.shape
 
     # resumable and independent of the rest: a rerun on fewer records in 2 processes rewrites nothing
     stamps = {p: Path(p).stat().st_mtime_ns for p in df["path"]}
-    again_df = sources.render_signal_source(table.iloc[[1]], out, n_per_record=2, seed=5, size=size, workers=2)
+    again_df = compose.render_signal_source(table.iloc[[1]], out, n_per_record=2, seed=5, hw=hw, workers=2)
     assert sorted(again_df["id"]) == ["ptbxl_1017_00", "ptbxl_1017_01"]
     assert all(Path(p).stat().st_mtime_ns == stamps[p] for p in again_df["path"])
