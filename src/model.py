@@ -35,7 +35,7 @@ from . import config  # noqa: F401  (offline switches before timm is imported)
 # ----------------------------------------------------------------------------------------------------------------
 # ecgka_tracenet: a small CNN for trace maps
 # ----------------------------------------------------------------------------------------------------------------
-# Why its own network: on a trace map (src.preprocess.trace_map) at 96x384 a trace is 1-2 px wide and a QRS complex
+# Why its own network: on a trace map (src.page.trace_map) at 96x384 a trace is 1-2 px wide and a QRS complex
 # ~4 px long. timm's CNNs shrink the image 4x in their stem (ConvNeXt's 4x4 patchify, ResNet/RegNet's stride-2 conv
 # + pool), which blurs exactly that detail away. From random weights on a CPU budget they stayed near chance on these
 # maps where this net, which looks at full resolution first and halves the size four times after, learned: hidden-
