@@ -61,7 +61,7 @@ from .config import config_dict, find_input, parse_args, paths
 from .page import page_quad, rectify, trace_map
 from .roi import IMAGE_EXTS, detect_roi_info
 from .sources import competition_columns, require_valid_competition
-from .utils import atomic_path, imread, imwrite, parallel_map, write_csv, write_text
+from .utils import atomic_path, imread, imwrite, parallel_map, temp_target, write_csv, write_text
 
 STRATEGIES = ("raw", "roi_clahe", "full", "trace")
 # The version of the code that makes the cached pixels: bump it when a change alters what preprocess_image returns for
@@ -405,6 +405,10 @@ def build_cache(job: CacheJob) -> pd.DataFrame:
     done = old[(old["status"] == "ok") & old["cache_path"].map(lambda p: (dst / p).exists())]
     done = done[done["id"].isin(df["id"])]
     todo = df[~df["id"].isin(done["id"])]
+    redo = {f"{i}{job.out_ext}" for i in todo["id"]}  # a killed run's half-written files of these: never kept
+    for f in (dst / "images").glob(".*.tmp*"):
+        if temp_target(f.name) in redo:
+            f.unlink(missing_ok=True)
     print(f"[preprocess] {job.strategy} {job.size[0]}x{job.size[1]}: {len(df)} images"
           f"{f' (shard {sh[0]}/{sh[1]})' if sh else ''}, {len(done)} already cached, {len(todo)} to do -> {dst}")
     rows, last_save = [], time.time()

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from .config import find_input, parse_args, paths
-from .utils import atomic_path
+from .utils import atomic_path, temp_target
 
 
 @dataclasses.dataclass
@@ -31,11 +31,6 @@ class RestoreConfig:
     required: bool = False  # fail when the source is not attached (default: the first version has none; say so)
 
 
-def _is_temp(p: Path) -> bool:
-    """A temporary file of utils.atomic_path left by a killed session (.<name>.<random>.tmp<ext>)."""
-    return p.name.startswith(".") and ".tmp" in p.name
-
-
 def restore(src: Path, dst: Path, what: tuple[str, ...]) -> dict:
     """Copies src/<w> into dst/<w> for each w in `what`; returns {"copied", "kept", "bytes"}."""
     copied = kept = nbytes = 0
@@ -43,7 +38,7 @@ def restore(src: Path, dst: Path, what: tuple[str, ...]) -> dict:
         root = src / w
         if not root.is_dir():
             continue
-        for f in sorted(p for p in root.rglob("*") if p.is_file() and not _is_temp(p)):
+        for f in sorted(p for p in root.rglob("*") if p.is_file() and temp_target(p.name) is None):
             target = dst / f.relative_to(src)
             size = f.stat().st_size
             if target.is_file() and target.stat().st_size == size:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import subprocess
 import tempfile
 from multiprocessing import get_context
@@ -39,6 +40,13 @@ def atomic_path(path: str | Path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def temp_target(name: str) -> str | None:
+    """The file name an atomic_path temporary file (`.<name>.<random>.tmp<ext>`) stands for; None for other names.
+    A process killed mid-write leaves such a file; resuming stages delete the ones of the items they redo."""
+    m = re.fullmatch(r"\.(.+)\.[^.]+\.tmp(\.[^.]+)?", name)
+    return m.group(1) if m else None
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -97,6 +97,12 @@ def test_kaggle_nested_mounts_are_found(monkeypatch, tmp_path):
         config.find_input("competitions-only-on-kaggle")
 
 
+def test_temp_target_names_what_a_killed_write_left():
+    with utils.atomic_path(Path("/tmp") / "a.b.png") as tmp:
+        assert utils.temp_target(tmp.name) == "a.b.png"
+    assert utils.temp_target("a.b.png") is None and utils.temp_target(".hidden") is None
+
+
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "a.txt"
     utils.write_text(target, "old")

@@ -198,6 +198,7 @@ def test_sigkill_during_cache_building_then_resume_is_byte_identical(tmp_path):
     n_written = lambda: len(list((cut / "images").glob("*.png"))) if (cut / "images").is_dir() else 0  # noqa: E731
     assert _kill_when(base + [f"--dst={cut}"], REPO, env, lambda: n_written() >= 5) == -signal.SIGKILL
     assert 5 <= n_written() < 40
+    (cut / "images" / ".t39.png.k1ll3d.tmp.png").write_bytes(b"half")  # what a kill inside a write leaves (t39: last)
     subprocess.run(base + [f"--dst={cut}"], cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
     full_files = sorted(p.relative_to(tmp_path / "full") for p in (tmp_path / "full").rglob("*") if p.is_file())
     cut_files = sorted(p.relative_to(cut) for p in cut.rglob("*") if p.is_file())
