@@ -1,5 +1,5 @@
 """The one training engine both stages use: runtime (device, DDP, AMP), loss, optimiser and schedule, the epoch
-loops, checkpoints, logs and the `fit()` loop with early stopping and exact resume.
+loops and the `fit()` loop with early stopping and exact resume, writing into a run folder (src.run).
 
 Choices (why):
 - AMP, one code path: CUDA with bf16 hardware (compute capability >= 8) -> bf16 autocast, no scaler; older GPUs
@@ -41,9 +41,8 @@ import numpy as np
 
 from .config import config_dict
 from .data import ShardedSampler, make_loader
-from .model import load_checkpoint
 from .score import macro_auroc, per_class_auroc
-from .utils import dist_env, set_threads, torch_save, write_json
+from .utils import dist_env, set_threads, write_json
 
 if TYPE_CHECKING:  # fit writes into a run.RunFolder it is given; src.run imports this module, not the reverse
     from .run import RunFolder
@@ -544,18 +543,11 @@ def fit(cfg: FitConfig, rt: Runtime, model, labels: Sequence[str], train_ds, val
     history: list[dict] = []
     start = 0
 
-    last = run.last
     run.check_resumable(cfg.resume)
-    if last.exists():
-        ck = load_checkpoint(last)
-        unwrap(model).load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        if ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        if ema is not None and ck.get("ema") is not None:
-            ema.module.load_state_dict(ck["ema"])
-        stopper.load_state_dict(ck["stopper"])
+    trained = {"model": unwrap(model), "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler,
+               "ema": ema.module if ema is not None else None, "stopper": stopper}
+    if run.last.exists():
+        ck = run.resume(trained)
         history, start = list(ck["history"]), int(ck["epoch"])
         states = ck.get("rng") or []
         if len(states) == rt.world:
@@ -602,9 +594,7 @@ def fit(cfg: FitConfig, rt: Runtime, model, labels: Sequence[str], train_ds, val
             if improved:
                 run.save_best(common, unwrap(eval_model).state_dict(), {k: v for k, v in va.items() if k != "probs"})
                 run.write_oof(val_ids, extra_cols or {}, labels, val_ds.targets, va["probs"])
-            torch_save({**common, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                        "ema": ema.module.state_dict() if ema is not None else None, "rng": states}, last)
+            run.save_last(common, trained, states)
             run.write_logs(history)
             per = " ".join(f"{k}={v:.3f}" for k, v in va["auroc"].items())
             print(f"epoch {epoch + 1}/{cfg.epochs} train_loss {tr['loss']:.4f} val_loss {va['loss']:.4f} "

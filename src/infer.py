@@ -7,13 +7,14 @@
     python -m src.infer --run ecgka-stage2/outputs/train/stage2,ecgka-stage2b/outputs/train/stage2   # two sessions
 
 What it does, in order:
-1. Reads the run: fold<k>/best.pt for the chosen folds, fold<k>/thresholds.json (per-class cut-offs chosen on that
-   fold's OOF predictions; 0.5 when missing) and <run>/preprocess.yaml, the PreprocessConfig the training cache was
-   built with. Test images go through `src.preprocess.preprocess_image` with that config: the very function and
-   settings training saw, never a copy. `--run` may list several run folders (folds trained in different sessions,
-   e.g. Kaggle kernel versions, live in different folders): fold<k> is gathered from all of them. The same fold in
-   two folders is an error naming both unless the two checkpoints are the same bytes; the folders must share the
-   preprocessing (the settings that change pixels, and the ROI weights' content), and every fold the architecture.
+1. Reads the run through src.run (RunFolder, FoldModel): fold<k>/best.pt for the chosen folds, fold<k>/thresholds.json
+   (per-class cut-offs chosen on that fold's OOF predictions; 0.5 when missing) and <run>/preprocess.yaml, the
+   PreprocessConfig the training cache was built with. Test images go through `src.preprocess.preprocess_image`
+   with that config: the very function and settings training saw, never a copy. `--run` may list several run
+   folders (folds trained in different sessions, e.g. Kaggle kernel versions, live in different folders): fold<k>
+   is gathered from all of them. The same fold in two folders is an error naming both unless the two checkpoints
+   are the same bytes; the folders must share the preprocessing (the settings that change pixels, and the ROI
+   weights' content), and every fold the architecture.
    The output folder is checked for write access and space before any model or image is loaded.
 2. Test ids and the submission's columns come from sample_submission.csv (default: beside the run's train.csv; the
    images from its test/ folder). Images are read and preprocessed by DataLoader workers while the models run

@@ -114,6 +114,21 @@ class RunFolder:
         torch_save({**common, "model": state, "optimizer": None, "scheduler": None, "scaler": None, "ema": None,
                     "metrics": metrics}, self.best)
 
+    def save_last(self, common: dict, trained: dict, rng: list) -> None:
+        """last.pt: `common` plus the state_dict of every object in `trained` (model, optimizer, scheduler, scaler,
+        ema, stopper; None stays None) and every rank's RNG state: what an exact resume needs."""
+        torch_save({**common, **{k: None if v is None else v.state_dict() for k, v in trained.items()}, "rng": rng},
+                   self.last)
+
+    def resume(self, trained: dict) -> dict:
+        """Loads last.pt's states into the objects of `trained` (as saved by save_last); returns the checkpoint."""
+        from .model import load_checkpoint
+        ck = load_checkpoint(self.last)
+        for k, obj in trained.items():
+            if obj is not None and ck.get(k):
+                obj.load_state_dict(ck[k])
+        return ck
+
     def write_oof(self, ids: Sequence[str], extra_cols: dict, labels: Sequence[str], targets: np.ndarray,
                   probs: np.ndarray) -> None:
         """oof.csv: id, extra_cols, labels, pred_<label> (the best epoch's predictions on the held-out images)."""

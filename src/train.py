@@ -17,7 +17,7 @@ outputs/train/<name>/fold<k>/: config.yaml, git.txt, log.csv, log.jsonl, learnin
 oof.csv (id, fold, labels, pred_<label> of best.pt on fold k), thresholds.json and done.json (finished; such a fold
 is skipped when run again). The run folder itself gets config.yaml, preprocess.yaml (copied from the cache: the
 preprocessing src.infer must re-apply to test images), oof.csv over every finished fold and oof_metrics.json; the
-OOF macro-AUROC over all folds is printed at the end.
+OOF macro-AUROC over all folds is printed at the end. The layout is src.run's (RunFolder).
 
 Thresholds (thresholds.json, used by the hard vote in src.infer): per class, chosen on that fold's OOF predictions;
 `f1` (default) takes the score cut maximising F1 (predict positive when score >= threshold: the thresholded F1
