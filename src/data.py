@@ -1,4 +1,5 @@
-"""Datasets over a preprocessed cache, label tables, augmentation presets and the epoch sampler.
+"""Datasets over a preprocessed cache (build_dataset: each built with its transform), label tables, augmentation
+presets and the epoch sampler.
 
 A cache (written by src.preprocess) is `<cache>/images/<id>.png` at model input size plus `<cache>/index.csv`
 (id, cache_path, status ok|skipped, ...) and `<cache>/preprocess.yaml`. A label table has `id` and one float column
