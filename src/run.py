@@ -94,9 +94,6 @@ class RunFolder:
     def write_done(self, result: dict) -> None:
         write_json(self.done, result)
 
-    def read_done(self) -> dict | None:
-        return json.loads(self.done.read_text()) if self.done.is_file() else None
-
     def export_preprocess(self, cache: Path) -> None:
         """Copies the cache's preprocess.yaml (and its ROI weights, as roi.pt) here: what infer re-applies."""
         from .preprocess import export_config
