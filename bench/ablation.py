@@ -60,6 +60,7 @@ from src.compose import ImageJob
 from src.config import LABELS, parse_args, paths
 from src.make_data import patient_signal
 from src.render import RenderParams
+from src.run import RunFolder
 from src.utils import parallel_map, write_csv, write_json, write_text
 
 EXPERIMENTS = ("backbone", "stages", "preprocess", "fraction", "vote", "shift", "ceiling")
@@ -259,7 +260,7 @@ class Kit:
         out = self.work / "runs" / "pretrain" / f"{arch}-{strategy}-{variant}"
         self.call("src.pretrain", [f"--sources={','.join(sources)}", f"--name={out}",
                                    *self.fit_args(1, arch, strategy, 0)])
-        return out / "best.pt"
+        return RunFolder(out).best
 
     def matched_epochs(self, n_photos: int | None = None) -> int:
         """Epochs over a fold's training photos (of n_photos, default the competition's) that cost as many images as
@@ -381,8 +382,8 @@ def bootstrap_sd(sub: Path, solution: Path, n: int, seed: int = 0) -> float:
 
 
 def val_auroc(run: Path, fold: int = 0) -> float | None:
-    f = run / f"fold{fold}" / "done.json"
-    return float(json.loads(f.read_text())["best_metric"]) if f.is_file() else None
+    v = RunFolder(run).fold(fold).metric("best_metric")
+    return None if v is None else float(v)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -459,8 +460,8 @@ def fold_agreement(sub: str | Path) -> float | None:
 
 
 def oof_auroc(run: Path) -> float | None:
-    f = run / "oof_metrics.json"
-    return float(json.loads(f.read_text())["macro_auroc"]) if f.is_file() else None
+    v = RunFolder(run).metric("macro_auroc")
+    return None if v is None else float(v)
 
 
 def exp_shift(kit: Kit, seed: int):
@@ -953,8 +954,8 @@ def analysis(kit: Kit, results: dict[str, dict[str, list[dict]]]) -> list[str]:
     bb = {a: m[("backbone", a)] for a in kit.p["backbones"] if ("backbone", a) in m}
     if len(bb) >= 2:
         def stage1_val(arch):  # Stage I's best validation macro-AUROC (its own 10 % of the scans)
-            f = kit.work / "runs" / "pretrain" / f"{arch}-{kit.p['strategy']}-scans" / "done.json"
-            return float(json.loads(f.read_text())["best_metric"]) if f.is_file() else math.nan
+            v = RunFolder(kit.work / "runs" / "pretrain" / f"{arch}-{kit.p['strategy']}-scans").metric("best_metric")
+            return math.nan if v is None else float(v)
         s1 = {a: stage1_val(a) for a in bb}
         flat = [a for a in bb if s1[a] <= floor]
         txt = ("**Backbone.** After Stage I -> Stage II: " + ", ".join(

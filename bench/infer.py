@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from src.config import config_dict, parse_args
-from src.utils import default_workers, imread, imwrite, set_threads, torch_save, write_text
+from src.utils import imread, imwrite, set_threads, torch_save, write_text
 
 
 @dataclasses.dataclass
@@ -85,17 +85,18 @@ def main(argv=None):
 def bench(cfg: BenchConfig, tmp: Path) -> None:
     import torch
     from src import infer
-    from src.engine import autocast, to_input
+    from src.engine import autocast, loader_workers, setup_runtime, to_input
     from src.preprocess import preprocess_image
-    run = infer.resolve_run(cfg.run) if cfg.run else fake_run(tmp, cfg.arch, cfg.folds, cfg.size, cfg.strategy)
-    pcfg = infer.preprocess_config(run, infer.read_run_config(run))
-    rt = infer.make_runtime(cfg.amp)
-    folds = infer.load_fold_models(infer.fold_dirs(run, "all"), None, rt.device)
+    from src.run import RunFolder, gather_folds, load_fold_models, resolve_run
+    run = resolve_run(cfg.run) if cfg.run else RunFolder(fake_run(tmp, cfg.arch, cfg.folds, cfg.size, cfg.strategy))
+    pcfg = run.preprocess_config()
+    rt = setup_runtime(cfg)
+    folds = load_fold_models(gather_folds([run], "all"), None, rt.device)
     print(f"rendering {cfg.n} photos {cfg.photo_hw[1]}x{cfg.photo_hw[0]} ...", flush=True)
     files = render_photos(tmp / "test", cfg.n, cfg.photo_hw, cfg.seed)
     ids = [Path(f).stem for f in files]
-    workers = min(8, default_workers()) if cfg.workers < 0 else cfg.workers
-    print(f"{len(folds)} fold(s) of {folds[0]['arch']} at {pcfg.size[0]}x{pcfg.size[1]}, preprocess {pcfg.strategy}; "
+    workers = loader_workers(cfg.workers)
+    print(f"{len(folds)} fold(s) of {folds[0].arch} at {pcfg.size[0]}x{pcfg.size[1]}, preprocess {pcfg.strategy}; "
           f"{rt.device.type} amp {rt.amp_dtype}, {torch.get_num_threads()} torch thread(s), batch {cfg.batch_size}, "
           f"{workers} loader worker(s)")
 
@@ -113,7 +114,7 @@ def bench(cfg: BenchConfig, tmp: Path) -> None:
             for b in batches:
                 for f in fs:
                     with autocast(rt):
-                        torch.sigmoid(f["model"](to_input(b, rt.device, *f["norm"])).float()).cpu()
+                        torch.sigmoid(f.model(to_input(b, rt.device, *f.norm)).float()).cpu()
 
     forward(folds[:1])  # warm-up (kernel selection, allocator)
     t0 = time.perf_counter()

@@ -1,4 +1,5 @@
-"""Datasets over a preprocessed cache, label tables, augmentation presets and the epoch sampler.
+"""Datasets over a preprocessed cache (build_dataset: each built with its transform), label tables, augmentation
+presets and the epoch sampler.
 
 A cache (written by src.preprocess) is `<cache>/images/<id>.png` at model input size plus `<cache>/index.csv`
 (id, cache_path, status ok|skipped, ...) and `<cache>/preprocess.yaml`. A label table has `id` and one float column
@@ -15,6 +16,7 @@ Design choices (why):
 """
 from __future__ import annotations
 
+import copy
 import random
 import sys
 from pathlib import Path
@@ -40,7 +42,11 @@ def read_label_table(path: str | Path, labels: Sequence[str] | None = None) -> t
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label table {path} not found")
-    df = pd.read_csv(path, dtype={"id": str, "patient_id": str})
+    return label_frame(pd.read_csv(path, dtype={"id": str, "patient_id": str}), path, labels)
+
+
+def label_frame(df: pd.DataFrame, path: Path, labels: Sequence[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """read_label_table's checks and label columns over a table already read from `path`."""
     if "id" not in df.columns:
         raise ValueError(f"{path}: no 'id' column (columns: {list(df.columns)})")
     if df["id"].duplicated().any():
@@ -63,21 +69,29 @@ def read_label_table(path: str | Path, labels: Sequence[str] | None = None) -> t
 
 
 def read_competition_table(train_csv: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """The target competition's training labels; label columns follow sample_submission.csv when it is beside."""
+    """The target competition's training labels from train.csv alone (no image is opened, no test/ folder needed:
+    the images come from the cache). With sample_submission.csv beside it, its header names the id column (renamed
+    `id`) and the label columns (sources.competition_columns, the competition's one column rule); the first group
+    column present (sources.GROUP_COLUMNS) becomes patient_id."""
+    from .sources import GROUP_COLUMNS, competition_columns
     train_csv = Path(train_csv)
-    sample = train_csv.parent / "sample_submission.csv"
-    if train_csv.name == "train.csv" and sample.is_file():
-        try:
-            from .sources import read_competition  # the data layer's reader when present (one reader per format)
-        except ImportError:
-            read_competition = None
-        if read_competition is not None:
-            train_df, _, cols = read_competition(train_csv.parent)
-            keep = ["id"] + (["patient_id"] if "patient_id" in train_df.columns else []) + list(cols)
-            return train_df[keep].astype({c: float for c in cols}), list(cols)
-        cols = [c for c in pd.read_csv(sample, nrows=0).columns if c != "id"]
-        return read_label_table(train_csv, cols)
-    return read_label_table(train_csv)
+    if not (train_csv.name == "train.csv" and (train_csv.parent / "sample_submission.csv").is_file()):
+        return read_label_table(train_csv)
+    if not train_csv.is_file():
+        raise FileNotFoundError(f"label table {train_csv} not found")
+    id_col, cols = competition_columns(train_csv)
+    df = pd.read_csv(train_csv, dtype={id_col: str})
+    missing = [c for c in [id_col, *cols] if c not in df.columns]
+    if missing:
+        raise ValueError(f"{train_csv}: missing column(s) {missing} that sample_submission.csv lists; it has "
+                         f"{list(df.columns)}")
+    group = next((c for c in GROUP_COLUMNS if c in df.columns), None)
+    df = df.drop(columns=[c for c in ("id", "patient_id") if c in df.columns and c not in (id_col, group)])
+    df = df.rename(columns={id_col: "id", **({group: "patient_id"} if group else {})})
+    df["id"] = df["id"].astype(str).str.strip()
+    if group:
+        df["patient_id"] = df["patient_id"].astype(str)
+    return label_frame(df, train_csv, cols)
 
 
 def read_cache(cache_dir: str | Path) -> pd.DataFrame:
@@ -178,6 +192,13 @@ def reseed(transform, seed: Sequence[int]) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # Dataset and sampler
 # ----------------------------------------------------------------------------------------------------------------
+def build_dataset(files: Sequence[str], targets: np.ndarray, size: tuple[int, int], train: bool, aug: str = "none",
+                  seed: int = 0) -> CacheDataset:
+    """A training (augmented at preset `aug`, seeded from `seed`) or evaluation (no augmentation) dataset: each
+    dataset is built with its transform here, and the engine uses it as given."""
+    return CacheDataset(files, targets, build_transform(aug) if train else None, seed, size)
+
+
 class CacheDataset:
     """Items: (uint8 image [3, H, W], float32 labels [C] with NaN = unknown, row index)."""
 
@@ -191,9 +212,12 @@ class CacheDataset:
     def __len__(self) -> int:
         return len(self.files)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Call before iterating (loader workers are re-created per epoch and take this copy)."""
-        self.epoch = int(epoch)
+    def at_epoch(self, epoch: int) -> CacheDataset:
+        """A copy of this dataset whose augmentation draws epoch `epoch`'s images (the dataset itself is unchanged);
+        a loader over it re-creates its workers each epoch, and they take this copy."""
+        view = copy.copy(self)
+        view.epoch = int(epoch)
+        return view
 
     def load(self, i: int) -> tuple[np.ndarray, bool]:
         try:

@@ -1,5 +1,5 @@
 """The one training engine both stages use: runtime (device, DDP, AMP), loss, optimiser and schedule, the epoch
-loops, checkpoints, logs and the `fit()` loop with early stopping and exact resume.
+loops and the `fit()` loop with early stopping and exact resume, writing into a run folder (src.run).
 
 Choices (why):
 - AMP, one code path: CUDA with bf16 hardware (compute capability >= 8) -> bf16 autocast, no scaler; older GPUs
@@ -30,22 +30,22 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import random
 import sys
 import time
-from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .config import config_dict
 from .data import ShardedSampler, make_loader
-from .model import load_checkpoint
 from .score import macro_auroc, per_class_auroc
-from .utils import dist_env, set_threads, torch_save, write_csv, write_json, write_text
+from .utils import dist_env, set_threads, write_json
+
+if TYPE_CHECKING:  # fit writes into a run.RunFolder it is given; src.run imports this module, not the reverse
+    from .run import RunFolder
 
 
 @dataclasses.dataclass
@@ -99,8 +99,31 @@ class Runtime:
         return self.world > 1
 
 
-def setup_runtime(cfg: FitConfig) -> Runtime:
-    """Device, process group (when launched by torchrun), threads and AMP mode."""
+def amp_dtype(mode: str, device):
+    """The one AMP rule (see the module doc): auto -> bf16 on CUDA capability >= 8, fp16 on older GPUs, off on CPU."""
+    import torch
+    if mode not in ("auto", "off", "bf16", "fp16"):
+        raise SystemExit(f"--amp={mode}: choose auto, off, bf16 or fp16")
+    if mode == "auto":
+        mode = "off" if device.type != "cuda" else (
+            "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16")
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def _cores_per_rank() -> int:
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist_env()[2]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // local_world)
+
+
+def loader_workers(workers: int) -> int:
+    """--workers resolved: -1 -> the cores of this rank, at most 8; otherwise as given."""
+    return min(8, _cores_per_rank()) if workers < 0 else workers
+
+
+def setup_runtime(cfg) -> Runtime:
+    """Device, process group (when launched by torchrun), threads and AMP mode, from a config's `amp` and `threads`
+    (FitConfig, InferConfig); the config is not changed."""
     import torch
     import torch.distributed as dist
     rank, local_rank, world = dist_env()
@@ -110,20 +133,10 @@ def setup_runtime(cfg: FitConfig) -> Runtime:
         torch.backends.cudnn.benchmark = True
     else:
         device = torch.device("cpu")
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    set_threads(cfg.threads if cfg.threads > 0 else max(1, cores // local_world))
-    if cfg.workers < 0:
-        cfg.workers = min(8, max(1, cores // local_world))
+    set_threads(cfg.threads if cfg.threads > 0 else _cores_per_rank())
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    mode = cfg.amp
-    if mode not in ("auto", "off", "bf16", "fp16"):
-        raise ValueError(f"--amp={mode}: choose auto, off, bf16 or fp16")
-    if mode == "auto":
-        mode = "off" if device.type != "cuda" else (
-            "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16")
-    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+    dtype = amp_dtype(cfg.amp, device)
     return Runtime(device, rank, world, dtype, use_scaler=dtype == torch.float16 and device.type == "cuda")
 
 
@@ -253,9 +266,10 @@ def choose_micro_batch(per_rank: int, start: int, try_batch, limit: float, relea
     return {"micro_batch": micro, "accum_steps": per_rank // micro, "tries": tries, "rank_choices": choices}
 
 
-def fit_batch(cfg: FitConfig, rt: Runtime, model, size: Sequence[int], n_labels: int, out: Path) -> tuple[int, int]:
+def fit_batch(cfg: FitConfig, rt: Runtime, model, size: Sequence[int], n_labels: int, run: RunFolder
+              ) -> tuple[int, int]:
     """(micro-batch, accum_steps) for this run: probed on CUDA when --batch_fit (see the module doc), else as
-    configured. Recorded in out/batch_fit.json and the log."""
+    configured. Recorded in the run's batch_fit.json and the log."""
     import gc
     import torch
     per_step = rt.world * cfg.accum_steps
@@ -302,7 +316,7 @@ def fit_batch(cfg: FitConfig, rt: Runtime, model, size: Sequence[int], n_labels:
                f"reserve {reserve_bytes / 2**30:.2f} GiB; tried {tried}) -> micro-batch {micro} x accum "
                f"{res['accum_steps']} x ranks {rt.world} = {cfg.batch_size}")
     if rt.main:
-        write_json(out / "batch_fit.json", record)
+        write_json(run.batch_fit, record)
         print(msg, flush=True)
     return micro, record["accum_steps"]
 
@@ -466,7 +480,7 @@ def evaluate(model, loader, targets: np.ndarray, labels: Sequence[str], rt: Runt
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# RNG state, logs, plots
+# RNG state
 # ----------------------------------------------------------------------------------------------------------------
 def rng_state() -> dict:
     import torch
@@ -485,77 +499,41 @@ def set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state(s["cuda"])
 
 
-def write_logs(out: Path, history: list[dict]) -> None:
-    """log.jsonl / log.csv / learning_curve.png, rewritten whole from the history (so a resume never duplicates)."""
-    import pandas as pd
-    write_text(out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-    write_csv(out / "log.csv", pd.DataFrame(history))
-    plot_curves(out / "learning_curve.png", history)
-
-
-def plot_curves(path: Path, history: list[dict]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from .utils import atomic_path
-    ep = [h["epoch"] for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
-    a.plot(ep, [h["val_loss"] for h in history], "o-", label="val")
-    a.set(xlabel="epoch", ylabel="masked weighted BCE", title="loss")
-    a.legend()
-    b.plot(ep, [h["val_macro_auroc"] for h in history], "o-k", label="macro")
-    for k in [k for k in history[0] if k.startswith("val_auroc_")]:
-        b.plot(ep, [h[k] for h in history], alpha=0.5, label=k.removeprefix("val_auroc_"))
-    b.set(xlabel="epoch", ylabel="AUROC", title="validation AUROC")
-    b.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # fit
 # ----------------------------------------------------------------------------------------------------------------
-def check_resumable(out: Path, resume: bool) -> None:
-    """Refuses to silently overwrite an unfinished run (stages call this before touching the folder)."""
-    if (out / "last.pt").exists() and not (out / "done.json").exists() and not resume:
-        raise SystemExit(f"{out} holds an unfinished run (last.pt): pass --resume to continue it, or delete the "
-                         f"folder to start again")
-
-
 def fit(cfg: FitConfig, rt: Runtime, model, labels: Sequence[str], train_ds, val_ds, val_ids: Sequence[str],
-        out: Path, train_weights: np.ndarray | None = None, epoch_size: int = 0,
+        run: RunFolder, train_weights: np.ndarray | None = None, epoch_size: int = 0,
         extra_cols: dict | None = None, input_info: dict | None = None) -> dict:
-    """Trains `model` on train_ds, validates on val_ds each epoch, keeps best.pt / last.pt / logs in `out`.
+    """Trains `model` on train_ds, validates on val_ds each epoch, keeps best.pt / last.pt / logs in `run`.
 
-    Writes (rank 0) `out/oof.csv`: id, extra_cols, labels, pred_<label> from the best epoch. Returns
+    The datasets (built with their transforms by data.build_dataset) and `cfg` are used as given, never changed.
+    Writes (rank 0) the run's oof.csv: id, extra_cols, labels, pred_<label> from the best epoch. Returns
     {"finished": bool, "best_metric", "best_epoch", "epochs_run"}. `finished` is False when the session stopped early
     on session_epochs (continue with --resume).
     """
-    import pandas as pd
     import torch
     from timm.utils import ModelEmaV3
-    from .data import build_transform
     labels = list(labels)
     mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(rt.device, memory_format=mf)
     if cfg.grad_checkpointing:
         enable_grad_checkpointing(model, cfg.arch)
-    micro, accum = fit_batch(cfg, rt, model, train_ds.size, len(labels), out)
-    train_ds.transform = build_transform(cfg.aug)
-    train_ds.seed = val_ds.seed = cfg.seed
+    micro, accum = fit_batch(cfg, rt, model, train_ds.size, len(labels), run)
+    workers = loader_workers(cfg.workers)
     sampler = ShardedSampler(len(train_ds), True, cfg.seed, rt.rank, rt.world, weights=train_weights,
                              num_samples=epoch_size)
     val_sampler = ShardedSampler(len(val_ds), False, cfg.seed, rt.rank, rt.world, pad=False)
     pin = rt.device.type == "cuda"
-    train_loader = make_loader(train_ds, sampler, micro, cfg.workers, True, cfg.seed, pin)
-    val_loader = make_loader(val_ds, val_sampler, micro * 2, cfg.workers, False, cfg.seed, pin)
+
+    def train_loader(epoch: int):  # epoch `epoch`'s augmentation, over a view of train_ds
+        return make_loader(train_ds.at_epoch(epoch), sampler, micro, workers, True, cfg.seed, pin)
+
+    val_loader = make_loader(val_ds, val_sampler, micro * 2, workers, False, cfg.seed, pin)
 
     norm = norm_tensors(model, rt.device)
     pw = torch.from_numpy(positive_weights(train_ds.targets, cfg.pos_weight, cfg.max_pos_weight)).to(rt.device)
-    steps_per_epoch = math.ceil(len(train_loader) / accum)
+    steps_per_epoch = math.ceil(len(train_loader(0)) / accum)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     scheduler = build_scheduler(optimizer, cfg.epochs * steps_per_epoch,
                                 max(1, round(cfg.warmup_epochs * steps_per_epoch)), cfg.min_lr_ratio)
@@ -565,18 +543,11 @@ def fit(cfg: FitConfig, rt: Runtime, model, labels: Sequence[str], train_ds, val
     history: list[dict] = []
     start = 0
 
-    last = out / "last.pt"
-    check_resumable(out, cfg.resume)
-    if last.exists():
-        ck = load_checkpoint(last)
-        unwrap(model).load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        if ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        if ema is not None and ck.get("ema") is not None:
-            ema.module.load_state_dict(ck["ema"])
-        stopper.load_state_dict(ck["stopper"])
+    run.check_resumable(cfg.resume)
+    trained = {"model": unwrap(model), "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler,
+               "ema": ema.module if ema is not None else None, "stopper": stopper}
+    if run.last.exists():
+        ck = run.resume(trained)
         history, start = list(ck["history"]), int(ck["epoch"])
         states = ck.get("rng") or []
         if len(states) == rt.world:
@@ -585,13 +556,13 @@ def fit(cfg: FitConfig, rt: Runtime, model, labels: Sequence[str], train_ds, val
         changed = {k: (v, ck["config"].get(k)) for k, v in config_dict(cfg).items()
                    if k not in same_recipe and ck["config"].get(k) != v}
         if rt.main:
-            print(f"[fit] resumed {out} after epoch {start} (best {stopper.best:.4f} @ {stopper.best_epoch + 1})"
+            print(f"[fit] resumed {run} after epoch {start} (best {stopper.best:.4f} @ {stopper.best_epoch + 1})"
                   + (f"; config changed since: {changed}" if changed else ""))
     if rt.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
         model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     if rt.main:
-        print(f"[fit] {out}: {len(train_ds)} train / {len(val_ds)} val images, {rt.world} rank(s) on "
+        print(f"[fit] {run}: {len(train_ds)} train / {len(val_ds)} val images, {rt.world} rank(s) on "
               f"{rt.device.type}, micro-batch {micro} x accum {accum} x ranks {rt.world} = "
               f"{cfg.batch_size}, amp {rt.amp_dtype}, pos_weight {[round(float(v), 2) for v in pw]}")
 
@@ -604,8 +575,7 @@ def fit(cfg: FitConfig, rt: Runtime, model, labels: Sequence[str], train_ds, val
             break
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
-        train_ds.set_epoch(epoch)
-        tr = train_one_epoch(model, train_loader, optimizer, scheduler, scaler, rt, norm, pw, accum,
+        tr = train_one_epoch(model, train_loader(epoch), optimizer, scheduler, scaler, rt, norm, pw, accum,
                              cfg.clip_grad, ema, cfg.channels_last, desc=f"epoch {epoch + 1}/{cfg.epochs}")
         eval_model = ema.module if ema is not None else model
         va = evaluate(eval_model, val_loader, val_ds.targets, labels, rt, norm, pw, cfg.channels_last)
@@ -622,19 +592,10 @@ def fit(cfg: FitConfig, rt: Runtime, model, labels: Sequence[str], train_ds, val
                       "best_metric": stopper.best, "input": input_info or {}, "stopper": stopper.state_dict(),
                       "history": history}
             if improved:
-                torch_save({**common, "model": unwrap(eval_model).state_dict(), "optimizer": None,
-                            "scheduler": None, "scaler": None, "ema": None,
-                            "metrics": {k: v for k, v in va.items() if k != "probs"}}, out / "best.pt")
-                pred = pd.DataFrame({"id": list(val_ids), **(extra_cols or {})})
-                for j, lb in enumerate(labels):
-                    pred[lb] = val_ds.targets[:, j]
-                for j, lb in enumerate(labels):
-                    pred[f"pred_{lb}"] = va["probs"][:, j]
-                write_csv(out / "oof.csv", pred)
-            torch_save({**common, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                        "ema": ema.module.state_dict() if ema is not None else None, "rng": states}, last)
-            write_logs(out, history)
+                run.save_best(common, unwrap(eval_model).state_dict(), {k: v for k, v in va.items() if k != "probs"})
+                run.write_oof(val_ids, extra_cols or {}, labels, val_ds.targets, va["probs"])
+            run.save_last(common, trained, states)
+            run.write_logs(history)
             per = " ".join(f"{k}={v:.3f}" for k, v in va["auroc"].items())
             print(f"epoch {epoch + 1}/{cfg.epochs} train_loss {tr['loss']:.4f} val_loss {va['loss']:.4f} "
                   f"val_auroc {va['macro_auroc']:.4f} [{per}] best {stopper.best:.4f}@{stopper.best_epoch + 1} "

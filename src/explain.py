@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .config import find_input, parse_args, paths
+from .run import FoldModel, RunFolder, resolve_run
 from .utils import ImageReadError, imread, write_bytes, write_csv
 
 
@@ -68,12 +69,12 @@ def overlay(img: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     return show_cam_on_image(img.astype(np.float32) / 255.0, cam, use_rgb=True, image_weight=1.0 - alpha)
 
 
-def to_tensor(imgs: list[np.ndarray], fold: dict):
+def to_tensor(imgs: list[np.ndarray], fold: FoldModel):
     """RGB uint8 images -> the normalised batch the fold's model was trained on (same as infer/engine)."""
     import torch
     from .engine import to_input
     x = torch.from_numpy(np.stack([np.ascontiguousarray(i.transpose(2, 0, 1)) for i in imgs]))
-    return to_input(x, next(fold["model"].parameters()).device, *fold["norm"], channels_last=False)
+    return to_input(x, next(fold.model.parameters()).device, *fold.norm, channels_last=False)
 
 
 def _png(fig) -> bytes:
@@ -127,19 +128,6 @@ class ExplainConfig:
     out: str = ""  # output folder (default: <outputs>/explain/<run or checkpoint name>)
 
 
-def load_explainer(ckpt: Path, device="cpu") -> dict:
-    """A fold dict (see infer.load_fold_models) plus the PreprocessConfig its training cache was built with."""
-    from .infer import load_fold_models, preprocess_config
-    fold = load_fold_models({0: Path(ckpt)}, None, device, channels_last=False)[0]
-    run = Path(ckpt).parent.parent  # outputs/train/<name>/fold<k>/best.pt -> the run folder
-    try:
-        fold["pcfg"] = preprocess_config(run, {"cache": fold["input"].get("cache", "")})
-    except SystemExit as e:
-        fold["pcfg"] = None
-        fold["pcfg_error"] = str(e)
-    return fold
-
-
 def pick_classes(spec: str, labels: list[str]) -> list[int]:
     if spec.strip().lower() == "all":
         return list(range(len(labels)))
@@ -150,25 +138,30 @@ def pick_classes(spec: str, labels: list[str]) -> list[int]:
     return [labels.index(s) for s in want]
 
 
-def model_input(path: str, fold: dict, preprocessed: bool) -> np.ndarray:
-    """The image as the model sees it (RGB uint8 at the training input size). Raises ImageReadError/ValueError."""
+def model_input(path: str, fold: FoldModel, pcfg) -> np.ndarray:
+    """The image as the model sees it (RGB uint8 at the training input size): preprocessed with `pcfg`, or, when it
+    is None (--preprocessed), checked for the model's size. Raises ImageReadError/ValueError."""
     img = imread(path)
-    size = tuple(fold["size"]) if fold["size"] else None
-    if preprocessed:
+    size = fold.size
+    if pcfg is None:
         if size and img.shape[:2] != size:
             raise ValueError(f"{path}: {img.shape[0]}x{img.shape[1]} but the model takes {size[0]}x{size[1]}; drop "
                              f"--preprocessed to preprocess it")
         return img
-    if fold["pcfg"] is None:
-        raise SystemExit(f"{fold.get('pcfg_error')} (or pass --preprocessed=true for model-sized images)")
     from .preprocess import preprocess_image
-    return preprocess_image(img, fold["pcfg"])[0]
+    return preprocess_image(img, pcfg)[0]
 
 
 def explain_images(cfg: ExplainConfig, ckpt: Path, out: Path) -> pd.DataFrame:
     from .preprocess import resolve_sources
-    fold = load_explainer(ckpt)
-    labels = fold["labels"]
+    fold = FoldModel.load(ckpt, channels_last=False)
+    pcfg = None
+    if not cfg.preprocessed:
+        try:
+            pcfg = fold.preprocess_config()
+        except SystemExit as e:
+            raise SystemExit(f"{e} (or pass --preprocessed=true for model-sized images)") from None
+    labels = fold.labels
     classes = pick_classes(cfg.classes, labels)
     df = resolve_sources(cfg.images)
     if cfg.limit and len(df) > cfg.limit:
@@ -178,14 +171,14 @@ def explain_images(cfg: ExplainConfig, ckpt: Path, out: Path) -> pd.DataFrame:
     from tqdm import tqdm
     for iid, path in tqdm(list(zip(df["id"], df["path"])), desc="grad-cam", dynamic_ncols=True):
         try:
-            img = model_input(path, fold, cfg.preprocessed)
+            img = model_input(path, fold, pcfg)
         except (ImageReadError, ValueError) as e:
             print(f"[explain] skipped {iid}: {e}", file=sys.stderr)
             continue
-        maps, probs = grad_cam(fold["model"], to_tensor([img], fold), classes)
+        maps, probs = grad_cam(fold.model, to_tensor([img], fold), classes)
         sel = [labels[c] for c in classes]
         write_bytes(out / f"{iid}_gradcam.png", image_figure(
-            img, maps[0], probs[0, classes], sel, f"{iid} - {fold['arch']} {ckpt.parent.name}", cfg.alpha))
+            img, maps[0], probs[0, classes], sel, f"{iid} - {fold.arch} {ckpt.parent.name}", cfg.alpha))
         rows.append({"id": iid, **{lb: float(probs[0, j]) for j, lb in enumerate(labels)}})
     table = pd.DataFrame(rows, columns=["id", *labels])
     write_csv(out / "gradcam.csv", table)
@@ -208,25 +201,23 @@ def select_confident(oof: pd.DataFrame, labels: list[str], k: int) -> pd.DataFra
     return pd.DataFrame(rows, columns=["class", "kind", "id", "fold", "label", "prob"])
 
 
-def contact_sheet(cfg: ExplainConfig, run: Path, out: Path) -> pd.DataFrame:
+def contact_sheet(cfg: ExplainConfig, run: RunFolder, out: Path) -> pd.DataFrame:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from .data import read_cache
-    from .infer import read_run_config
-    oof_path = run / "oof.csv"
-    if not oof_path.is_file():
+    oof_path, oof = run.oof, run.read_oof()
+    if oof is None:
         raise SystemExit(f"{oof_path} not found: the contact sheet needs a run's OOF predictions (python -m src.train)")
-    oof = pd.read_csv(oof_path, dtype={"id": str})
     labels = [c[5:] for c in oof.columns if c.startswith("pred_") and c[5:] in oof.columns]
     if not labels or "fold" not in oof.columns:
         raise SystemExit(f"{oof_path}: expected columns id, fold, <label>..., pred_<label>...")
     labels = [labels[c] for c in pick_classes(cfg.classes, labels)]
-    cache_dir = find_input(read_run_config(run).get("cache", ""))
+    cache_dir = find_input(run.config().get("cache", ""))
     cache = read_cache(cache_dir)
     files = dict(zip(cache["id"], cache["file"]))
     sel = select_confident(oof, labels, cfg.per_cell)
-    models: dict[int, dict] = {}
+    models: dict[int, FoldModel] = {}
     k = cfg.per_cell
     fig, axes = plt.subplots(len(labels), 2 * k, figsize=(2.6 * 2 * k, 1.9 * len(labels) + 0.6), squeeze=False)
     for ax in axes.ravel():
@@ -249,9 +240,9 @@ def contact_sheet(cfg: ExplainConfig, run: Path, out: Path) -> pd.DataFrame:
                 if cfg.cam:
                     f = row["fold"]
                     if f not in models:
-                        models[f] = load_explainer(run / f"fold{f}" / "best.pt")
+                        models[f] = FoldModel.load(run.fold(f).best, f, channels_last=False)
                     fold = models[f]
-                    maps, _ = grad_cam(fold["model"], to_tensor([img], fold), [fold["labels"].index(lb)])
+                    maps, _ = grad_cam(fold.model, to_tensor([img], fold), [fold.labels.index(lb)])
                     img = overlay(img, maps[0, 0], cfg.alpha)
                 ax.imshow(img)
                 ax.set_title(f"{kind} {row['id'][:10]} f{row['fold']} p={row['prob']:.2f}", fontsize=7,
@@ -268,7 +259,6 @@ def contact_sheet(cfg: ExplainConfig, run: Path, out: Path) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None):
     cfg = parse_args(ExplainConfig, argv)
-    from .infer import resolve_run
     run = resolve_run(cfg.run) if cfg.run else None
     if cfg.contact_sheet:
         if run is None:
@@ -277,10 +267,10 @@ def main(argv: list[str] | None = None):
         return contact_sheet(cfg, run, out)
     if not cfg.images:
         raise SystemExit("nothing to do: give --images (with --ckpt or --run) or --run with --contact_sheet")
-    ckpt = Path(cfg.ckpt) if cfg.ckpt else (run / f"fold{cfg.fold}" / "best.pt" if run else None)
+    ckpt = Path(cfg.ckpt) if cfg.ckpt else (run.fold(cfg.fold).best if run else None)
     if ckpt is None:
         raise SystemExit("--images needs a model: --ckpt <fold<k>/best.pt> or --run <run> [--fold k]")
-    out = Path(cfg.out) if cfg.out else paths().outputs / "explain" / (run.name if run else ckpt.parent.parent.name)
+    out = Path(cfg.out) if cfg.out else paths().outputs / "explain" / (run or RunFolder.of_checkpoint(ckpt)).name
     return explain_images(cfg, ckpt, out)
 
 

@@ -7,13 +7,14 @@
     python -m src.infer --run ecgka-stage2/outputs/train/stage2,ecgka-stage2b/outputs/train/stage2   # two sessions
 
 What it does, in order:
-1. Reads the run: fold<k>/best.pt for the chosen folds, fold<k>/thresholds.json (per-class cut-offs chosen on that
-   fold's OOF predictions; 0.5 when missing) and <run>/preprocess.yaml, the PreprocessConfig the training cache was
-   built with. Test images go through `src.preprocess.preprocess_image` with that config: the very function and
-   settings training saw, never a copy. `--run` may list several run folders (folds trained in different sessions,
-   e.g. Kaggle kernel versions, live in different folders): fold<k> is gathered from all of them. The same fold in
-   two folders is an error naming both unless the two checkpoints are the same bytes; the folders must share the
-   preprocessing (the settings that change pixels, and the ROI weights' content), and every fold the architecture.
+1. Reads the run through src.run (RunFolder, FoldModel): fold<k>/best.pt for the chosen folds, fold<k>/thresholds.json
+   (per-class cut-offs chosen on that fold's OOF predictions; 0.5 when missing) and <run>/preprocess.yaml, the
+   PreprocessConfig the training cache was built with. Test images go through `src.preprocess.preprocess_image`
+   with that config: the very function and settings training saw, never a copy. `--run` may list several run
+   folders (folds trained in different sessions, e.g. Kaggle kernel versions, live in different folders): fold<k>
+   is gathered from all of them. The same fold in two folders is an error naming both unless the two checkpoints
+   are the same bytes; the folders must share the preprocessing (the settings that change pixels, and the ROI
+   weights' content), and every fold the architecture.
    The output folder is checked for write access and space before any model or image is loaded.
 2. Test ids and the submission's columns come from sample_submission.csv (default: beside the run's train.csv; the
    images from its test/ folder). Images are read and preprocessed by DataLoader workers while the models run
@@ -46,21 +47,20 @@ default and what the paper submits; `flip` exists so its cost can be measured ra
 from __future__ import annotations
 
 import dataclasses
-import filecmp
-import json
 import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .config import find_input, find_inputs, parse_args, paths
-from .utils import ImageReadError, default_workers, imread, opencv_before_fork, set_threads, write_csv, write_json
+from .config import find_input, parse_args, paths
+from .engine import autocast, loader_workers, setup_runtime, to_input
+from .run import FoldModel, RunFolder, gather_folds, load_fold_models, resolve_runs, shared_preprocess_config
+from .utils import ImageReadError, imread, opencv_before_fork, write_csv, write_json
 
 VOTES = ("hard_tiebreak", "hard", "soft", "rank")
 
@@ -126,7 +126,7 @@ def vote_with_fallback(probs: np.ndarray, bad: np.ndarray, fallback: np.ndarray,
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The run folder
+# The competition's files
 # ----------------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class InferConfig:
@@ -145,115 +145,6 @@ class InferConfig:
     amp: str = "auto"  # auto (bf16 on Ampere+ GPUs, fp16 on older, off on CPU) | off | bf16 | fp16
     channels_last: bool = True  # NHWC memory layout (faster convolutions)
     max_unreadable: float = 0.01  # share of test images allowed to fail reading/preprocessing; more: no submission
-
-
-def resolve_run(run: str | Path) -> Path:
-    q = paths().outputs / "train" / str(run)
-    if q.is_dir():
-        return q
-    try:
-        return find_input(run)  # a path, or an attached Kaggle output such as ecgka-stage2/outputs/train/stage2
-    except FileNotFoundError:
-        raise SystemExit(f"run folder {run} not found (also looked in {q} and the input roots); train it with "
-                         f"`python -m src.train`") from None
-
-
-def resolve_runs(spec: str) -> list[Path]:
-    """The run folders of a comma list, each once: a name or path as resolve_run, or a glob such as
-    `*/outputs/train/stage2` (every attached Stage II output on Kaggle) that must match at least one folder."""
-    runs = []
-    for r in (r.strip() for r in str(spec).split(",")):
-        if any(c in r for c in "*?["):
-            hits = [h for h in find_inputs(r) if (h / "config.yaml").is_file()]
-            if not hits:
-                raise SystemExit(f"--run {r}: no run folder matches this pattern (as a path or under the input roots "
-                                 f"{', '.join(map(str, paths().read_inputs))}); attach a Stage II output")
-            runs += hits
-        elif r:
-            runs.append(resolve_run(r))
-    if not runs:
-        raise SystemExit("--run is empty: give a Stage II run folder (or a comma list of them)")
-    return list(dict.fromkeys(r.resolve() for r in runs))
-
-
-def same_content(a: str | Path, b: str | Path) -> bool:
-    return Path(a).is_file() and Path(b).is_file() and filecmp.cmp(a, b, shallow=False)
-
-
-def read_run_config(run: Path) -> dict:
-    import yaml
-    f = run / "config.yaml"
-    if not f.is_file():
-        raise SystemExit(f"{f} not found: {run} is not a Stage II run folder (python -m src.train writes it)")
-    return yaml.safe_load(f.read_text()) or {}
-
-
-def fold_dirs(runs: Path | Sequence[Path], spec: str, checkpoint: str = "best.pt") -> dict[int, Path]:
-    """{k: <run>/fold<k>/<checkpoint>} for the requested folds, gathered over one or more run folders; clear errors
-    for folds that have no checkpoint, and for a fold found in two folders unless both hold the same bytes (the
-    same output attached twice): then the first is used."""
-    from .train import select_folds
-    runs = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
-    found: dict[int, list[Path]] = {}
-    for run in runs:
-        for d in sorted(run.glob("fold*")):
-            if d.name[4:].isdigit() and (d / checkpoint).is_file():
-                found.setdefault(int(d.name[4:]), []).append(d / checkpoint)
-    where = ", ".join(map(str, runs))
-    if not found:
-        raise SystemExit(f"{where}: no fold<k>/{checkpoint}; has training finished? (python -m src.train)")
-    out = {}
-    for k in select_folds(spec, sorted(found), "--folds", f"{where} (fold<k>/{checkpoint})"):
-        first, *others = found[k]
-        for other in others:
-            if not same_content(first, other):
-                raise SystemExit(f"fold {k} is in two run folders with different checkpoints: {first} and {other}; "
-                                 f"--run may list a fold once: drop one folder from --run, or leave fold {k} out "
-                                 f"with --folds")
-        out[k] = first
-    return out
-
-
-def read_thresholds(path: Path, labels: list[str]) -> tuple[np.ndarray, bool]:
-    """Per-class thresholds from a fold's thresholds.json ({"thresholds": {label: t}}); (0.5s, False) if absent."""
-    if not path.is_file():
-        return np.full(len(labels), 0.5), False
-    d = json.loads(path.read_text())
-    per = d.get("thresholds", d)
-    return np.array([float(per.get(lb, 0.5)) for lb in labels]), True
-
-
-def preprocess_config(run: Path, run_cfg: dict):
-    """The PreprocessConfig training used: <run>/preprocess.yaml (copied there by src.train), else the cache's."""
-    from .preprocess import load_config
-    if (run / "preprocess.yaml").is_file():
-        return load_config(run)
-    if run_cfg.get("cache"):
-        try:
-            d = find_input(run_cfg["cache"])
-            if (d / "preprocess.yaml").is_file():
-                return load_config(d)
-        except FileNotFoundError:
-            pass
-    raise SystemExit(f"{run}/preprocess.yaml not found (nor in the training cache {run_cfg.get('cache')!r}): the "
-                     f"preprocessing to apply to test images is unknown. Copy the cache's preprocess.yaml there.")
-
-
-def shared_preprocess_config(runs: list[Path], run_cfgs: list[dict]):
-    """The PreprocessConfig of every run folder, which must be one: its pixel settings (the input size among them)
-    and the ROI weights' content agree, since the test images get one preprocessing for every fold."""
-    pcfgs = [preprocess_config(r, c) for r, c in zip(runs, run_cfgs)]
-    ref = pcfgs[0]
-    keys = [f.name for f in dataclasses.fields(ref) if f.name != "roi_weights"]
-    for run, p in zip(runs[1:], pcfgs[1:]):
-        diff = {k: (getattr(ref, k), getattr(p, k)) for k in keys if getattr(ref, k) != getattr(p, k)}
-        if ref.roi_weights != p.roi_weights and not same_content(ref.roi_weights, p.roi_weights):
-            diff["roi_weights"] = (ref.roi_weights or "none", p.roi_weights or "none")
-        if diff:
-            raise SystemExit(f"--run folders {runs[0]} and {run} were trained on differently preprocessed images "
-                             f"({', '.join(f'{k}: {a} vs {b}' for k, (a, b) in diff.items())}); the test images "
-                             f"get one preprocessing, so their folds cannot be voted together: infer them separately")
-    return ref
 
 
 def competition_files(cfg: InferConfig, run_cfg: dict) -> tuple[Path, Path]:
@@ -289,59 +180,22 @@ def read_sample(sample: Path) -> tuple[pd.DataFrame, str, list[str]]:
     return df, header[0], header[1:]
 
 
-def training_prevalence(runs: list[Path], run_cfgs: list[dict], labels: list[str]) -> np.ndarray:
+def training_prevalence(runs: list[RunFolder], labels: list[str]) -> np.ndarray:
     """Share of positives per class among the known training labels (the runs' OOF tables, each image once: they
     cover every training image once all folds are done; else train.csv). The fallback of an unreadable test image."""
-    oofs = [pd.read_csv(r / "oof.csv", dtype={"id": str}) for r in runs if (r / "oof.csv").is_file()]
-    oofs = [df for df in oofs if all(lb in df.columns for lb in labels) and len(df)]
+    oofs = [df for df in (r.read_oof() for r in runs)
+            if df is not None and all(lb in df.columns for lb in labels) and len(df)]
     if oofs:
         df = pd.concat(oofs).drop_duplicates("id")
         return np.nan_to_num(df[labels].astype(float).mean().to_numpy(), nan=0.5)
-    for run_cfg in run_cfgs:
+    for run in runs:
         try:
-            df = pd.read_csv(find_input(run_cfg.get("train_csv", "")))
+            df = pd.read_csv(find_input(run.config().get("train_csv", "")))
             return np.nan_to_num(df[labels].astype(float).mean().to_numpy(), nan=0.5)
         except (FileNotFoundError, KeyError, ValueError):
             continue
     print("[infer] WARNING no training labels found; unreadable images get 0.5", file=sys.stderr)
     return np.full(len(labels), 0.5)
-
-
-def load_fold_models(folds: dict[int, Path], labels: list[str] | None, device, channels_last: bool = True
-                     ) -> list[dict]:
-    """One dict per fold: fold, model (eval, on device), norm (mean, std tensors), order (model output column of each
-    of `labels`; None: the checkpoint's own labels), thresholds [C] in `labels` order, thresholds_found, size (input
-    H, W the model was trained on), arch, labels, path, input (the checkpoint's input info). Folds of different
-    architectures are refused, naming both."""
-    import torch
-    from .engine import norm_tensors
-    from .model import create_model, load_checkpoint
-    out = []
-    for k, f in folds.items():
-        ck = load_checkpoint(f)
-        if out and ck["arch"] != out[0]["arch"]:
-            raise SystemExit(f"fold {k} ({f}) is a {ck['arch']} model but fold {out[0]['fold']} ({out[0]['path']}) "
-                             f"is {out[0]['arch']}: the folds of one ensemble share an architecture; remove or "
-                             f"retrain the odd fold, or leave it out with --folds")
-        ck_labels = list(ck["labels"])
-        labels = ck_labels if labels is None else labels
-        if sorted(ck_labels) != sorted(labels):
-            raise SystemExit(f"{f} predicts {ck_labels} but the submission wants {labels}; wrong run or competition?")
-        model = create_model(ck["arch"], len(ck_labels), None, drop_rate=0.0)
-        model.load_state_dict({key.removeprefix("module."): v for key, v in ck["model"].items()})
-        model.eval().to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        info = ck.get("input") or {}
-        if info.get("mean") and info.get("std"):
-            norm = (torch.tensor(info["mean"], device=device).view(1, 3, 1, 1),
-                    torch.tensor(info["std"], device=device).view(1, 3, 1, 1))
-        else:
-            norm = norm_tensors(model, device)
-        thr, found = read_thresholds(f.parent / "thresholds.json", ck_labels)
-        order = [ck_labels.index(lb) for lb in labels]  # model output column for each submission label
-        out.append({"fold": k, "model": model, "norm": norm, "order": order, "thresholds": thr[order],
-                    "thresholds_found": found, "size": info.get("size"), "arch": ck["arch"], "labels": list(labels),
-                    "path": f, "input": info})
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -384,20 +238,6 @@ def find_images(test_dir: Path, ids: list[str]) -> list[str | None]:
             for i in ids]
 
 
-def make_runtime(amp: str):
-    import torch
-    from .engine import Runtime
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    if amp not in ("auto", "off", "bf16", "fp16"):
-        raise SystemExit(f"--amp={amp}: choose auto, off, bf16 or fp16")
-    if amp == "auto":
-        amp = "off" if device.type != "cuda" else ("bf16" if torch.cuda.get_device_capability()[0] >= 8 else "fp16")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return Runtime(device, 0, 1, dtype, use_scaler=False)
-
-
 def _spawned_worker(worker_id: int) -> None:
     """Start of a spawned loader worker: one OpenCV thread (a fresh process would take one per core; forked workers
     inherit the parent's one, see opencv_before_fork) and the per-worker seed."""
@@ -407,7 +247,7 @@ def _spawned_worker(worker_id: int) -> None:
     _seed_worker(worker_id)
 
 
-def predict(folds: list[dict], dataset: TestImages, rt, batch_size: int = 32, workers: int = 0, tta: str = "none",
+def predict(folds: list[FoldModel], dataset: TestImages, rt, batch_size: int = 32, workers: int = 0, tta: str = "none",
             channels_last: bool = True, start_method: str | None = None) -> dict:
     """Every fold's probabilities for every image: {"probs" [F, N, C] (NaN rows where unreadable), "errors" [N],
     "seconds": {"preprocess" (summed over workers), "model", "wall"}}. `start_method` of the loader workers: None
@@ -416,10 +256,9 @@ def predict(folds: list[dict], dataset: TestImages, rt, batch_size: int = 32, wo
     from torch.utils.data import DataLoader
     from tqdm import tqdm
     from .data import _seed_worker
-    from .engine import autocast, to_input
     if tta not in ("none", "flip"):
         raise SystemExit(f"--tta={tta}: choose none or flip")
-    n, c = len(dataset), len(folds[0]["order"])
+    n, c = len(dataset), len(folds[0].order)
     probs = np.full((len(folds), n, c), np.nan, np.float32)
     errors = [""] * n
     # With the models on CUDA the workers are spawned, not forked. A forked child of a process that has initialised
@@ -446,12 +285,12 @@ def predict(folds: list[dict], dataset: TestImages, rt, batch_size: int = 32, wo
             idx = idx.numpy()
             tm = time.perf_counter()
             for f, fold in enumerate(folds):
-                xi = to_input(x, rt.device, *fold["norm"], channels_last)
+                xi = to_input(x, rt.device, *fold.norm, channels_last)
                 with autocast(rt):
-                    p = torch.sigmoid(fold["model"](xi).float())
+                    p = torch.sigmoid(fold.model(xi).float())
                     if tta == "flip":
-                        p = 0.5 * (p + torch.sigmoid(fold["model"](torch.flip(xi, dims=[3])).float()))
-                probs[f, idx] = p.cpu().numpy()[:, fold["order"]]
+                        p = 0.5 * (p + torch.sigmoid(fold.model(torch.flip(xi, dims=[3])).float()))
+                probs[f, idx] = p.cpu().numpy()[:, fold.order]
             t_model += time.perf_counter() - tm  # .cpu() above synchronises the device
             for j, e in zip(idx, errs):
                 errors[j] = e
@@ -516,28 +355,26 @@ def main(argv: list[str] | None = None) -> dict:
     if not 0 <= cfg.max_unreadable <= 1:
         raise SystemExit(f"--max_unreadable={cfg.max_unreadable}: a share of the test images, 0 to 1 (0.01 = 1 %)")
     runs = resolve_runs(cfg.run)
-    run_cfgs = [read_run_config(r) for r in runs]
-    pcfg = shared_preprocess_config(runs, run_cfgs)
-    sample_path, test_dir = competition_files(cfg, run_cfgs[0])
+    pcfg = shared_preprocess_config(runs)
+    sample_path, test_dir = competition_files(cfg, runs[0].config())
     sample, id_col, labels = read_sample(sample_path)
     out = Path(cfg.out) if cfg.out else paths().submissions / "submission.csv"
-    ckpts = fold_dirs(runs, cfg.folds, cfg.checkpoint)
+    ckpts = gather_folds(runs, cfg.folds, cfg.checkpoint)
     ids = sample[id_col].tolist()
     check_writable(out, output_bytes(len(ids), len(ckpts), len(labels), max(map(len, ids), default=0)))
-    set_threads(cfg.threads)
-    rt = make_runtime(cfg.amp)
+    rt = setup_runtime(cfg)
     folds = load_fold_models(ckpts, labels, rt.device, cfg.channels_last)
     for fold in folds:
-        if fold["size"] and tuple(fold["size"]) != tuple(pcfg.size):
-            raise SystemExit(f"{fold['path']} was trained on {fold['size']} images but preprocess.yaml gives "
+        if fold.size and fold.size != tuple(pcfg.size):
+            raise SystemExit(f"{fold.path} was trained on {list(fold.size)} images but preprocess.yaml gives "
                              f"{list(pcfg.size)}; the run folder mixes caches")
-    no_thr = [f["fold"] for f in folds if not f["thresholds_found"]]
+    no_thr = [f.fold for f in folds if not f.thresholds_found]
     if cfg.vote.startswith("hard") and no_thr:
         print(f"[infer] folds {no_thr} have no thresholds.json: voting at 0.5", file=sys.stderr)
 
     files = find_images(test_dir, ids)
-    workers = min(8, default_workers()) if cfg.workers < 0 else cfg.workers
-    print(f"[infer] {', '.join(map(str, runs))}: folds {[f['fold'] for f in folds]} ({folds[0]['arch']}), "
+    workers = loader_workers(cfg.workers)
+    print(f"[infer] {', '.join(map(str, runs))}: folds {[f.fold for f in folds]} ({folds[0].arch}), "
           f"{len(ids)} test images from {test_dir}, preprocess {pcfg.strategy} {pcfg.size[0]}x{pcfg.size[1]}, "
           f"vote {cfg.vote}, tta {cfg.tta}, {rt.device.type} amp {rt.amp_dtype}")
     res = predict(folds, TestImages(files, ids, pcfg), rt, cfg.batch_size, workers, cfg.tta, cfg.channels_last)
@@ -555,8 +392,8 @@ def main(argv: list[str] | None = None) -> dict:
                          f"Fix the cause (the test folder, the preprocessing), or raise --max_unreadable if these "
                          f"images are truly broken.")
 
-    thresholds = np.stack([f["thresholds"] for f in folds])
-    prev = training_prevalence(runs, run_cfgs, labels)
+    thresholds = np.stack([f.thresholds for f in folds])
+    prev = training_prevalence(runs, labels)
     scores = vote_with_fallback(probs, bad, prev, cfg.vote, thresholds)
     sub = pd.DataFrame({id_col: ids, **{lb: scores[:, j] for j, lb in enumerate(labels)}})
     try:
@@ -565,7 +402,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"[infer] refusing to write: {e}") from None
     write_csv(out, sub)
 
-    per_fold = pd.concat([pd.DataFrame({id_col: ids, "fold": f["fold"], "status": np.where(bad, "unreadable", "ok"),
+    per_fold = pd.concat([pd.DataFrame({id_col: ids, "fold": f.fold, "status": np.where(bad, "unreadable", "ok"),
                                         **{lb: probs[i, :, j] for j, lb in enumerate(labels)}})
                           for i, f in enumerate(folds)], ignore_index=True)
     write_csv(side_path(out, "folds.csv"), per_fold)
@@ -576,9 +413,8 @@ def main(argv: list[str] | None = None) -> dict:
         for u in unreadable[:10]:
             print(f"  {u['error']}", file=sys.stderr)
     sec = res["seconds"]
-    info = {"runs": [str(r) for r in runs], "vote": cfg.vote, "tta": cfg.tta, "folds": [f["fold"] for f in folds],
-            "arch": folds[0]["arch"], "labels": labels, "thresholds": {f["fold"]: f["thresholds"].tolist()
-                                                                        for f in folds},
+    info = {"runs": [str(r) for r in runs], "vote": cfg.vote, "tta": cfg.tta, "folds": [f.fold for f in folds],
+            "arch": folds[0].arch, "labels": labels, "thresholds": {f.fold: f.thresholds.tolist() for f in folds},
             "thresholds_missing": no_thr, "preprocess": dataclasses.asdict(pcfg), "n": len(ids),
             "unreadable": unreadable, "prevalence": prev.tolist(), "seconds": sec, "device": rt.device.type,
             "amp": str(rt.amp_dtype)}

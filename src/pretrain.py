@@ -39,10 +39,11 @@ import numpy as np
 import pandas as pd
 
 from .config import LABELS, find_input, parse_args, run_dir
-from .data import CacheDataset, holdout_split, join_cache, read_label_table
-from .engine import run_stage, FitConfig, barrier, check_resumable, fit, norm_tensors, setup_runtime
+from .data import build_dataset, holdout_split, join_cache, read_label_table
+from .engine import run_stage, FitConfig, barrier, fit, setup_runtime
 from .model import check_pretrained, create_model
-from .utils import imread, prepare_run_dir, seed_everything, write_json
+from .run import RunFolder, input_record
+from .utils import imread, seed_everything, write_json
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -121,12 +122,12 @@ def main(argv: list[str] | None = None) -> dict:
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise SystemExit(f"[pretrain] {e}") from None
     rt = setup_runtime(cfg)
-    out = run_dir("pretrain", cfg.name)
-    if (out / "done.json").exists() and (out / "best.pt").exists():
+    out = RunFolder(run_dir("pretrain", cfg.name))
+    if out.finished:
         if rt.main:
             print(f"[pretrain] {out} is finished (done.json); use another --name to train again")
         return {"out": str(out), "skipped": True}
-    check_resumable(out, cfg.resume)
+    out.check_resumable(cfg.resume)
     seed_everything(cfg.seed, rt.rank)
     df, labels, size = load_sources(cfg)
     tr, va = df[~df["val"]].reset_index(drop=True), df[df["val"]].reset_index(drop=True)
@@ -139,11 +140,10 @@ def main(argv: list[str] | None = None) -> dict:
         weights = share[tr["source"].to_numpy()] / np.maximum(n_per[tr["source"].to_numpy()], 1)
 
     model = create_model(cfg.arch, len(labels), cfg.pretrained or None, cfg.drop_rate, cfg.drop_path_rate)
-    mean, std = (t.flatten().tolist() for t in norm_tensors(model, "cpu"))
     caches = [str(parse_source(s)[0]) for s in cfg.sources]
     if rt.main:
-        prepare_run_dir(out, cfg)
-        write_json(out / "data.json", {
+        out.prepare(cfg)
+        write_json(out.data_json, {
             "labels": labels, "size": list(size), "caches": caches,
             "per_source": [{"spec": spec, "train": int(((tr["source"] == s)).sum()),
                             "val": int((va["source"] == s).sum()),
@@ -153,14 +153,14 @@ def main(argv: list[str] | None = None) -> dict:
                            for s, spec in enumerate(cfg.sources)]})
     barrier(rt)
     res = fit(cfg, rt, model, labels,
-              CacheDataset(tr["file"], tr[labels].to_numpy(np.float32), size=size),
-              CacheDataset(va["file"], va[labels].to_numpy(np.float32), size=size), va["id"], out,
+              build_dataset(tr["file"], tr[labels].to_numpy(np.float32), size, True, cfg.aug, cfg.seed),
+              build_dataset(va["file"], va[labels].to_numpy(np.float32), size, False), va["id"], out,
               train_weights=weights, epoch_size=cfg.epoch_size if weights is not None else 0,
-              input_info={"size": list(size), "mean": mean, "std": std, "caches": caches})
+              input_info=input_record(size, model, caches))
     if rt.main and res["finished"]:
-        write_json(out / "done.json", res)
+        out.write_done(res)
         print(f"[pretrain] done: best val macro-AUROC {res['best_metric']:.4f} at epoch {res['best_epoch']} -> "
-              f"{out / 'best.pt'}")
+              f"{out.best}")
         if not np.isfinite(res["best_metric"]):
             # no class had both outcomes in the hold-out: best.pt is simply the last epoch, chosen blind
             print(f"[pretrain] WARNING the hold-out ({len(va)} images) could not be scored (no label with both "

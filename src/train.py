@@ -17,7 +17,7 @@ outputs/train/<name>/fold<k>/: config.yaml, git.txt, log.csv, log.jsonl, learnin
 oof.csv (id, fold, labels, pred_<label> of best.pt on fold k), thresholds.json and done.json (finished; such a fold
 is skipped when run again). The run folder itself gets config.yaml, preprocess.yaml (copied from the cache: the
 preprocessing src.infer must re-apply to test images), oof.csv over every finished fold and oof_metrics.json; the
-OOF macro-AUROC over all folds is printed at the end.
+OOF macro-AUROC over all folds is printed at the end. The layout is src.run's (RunFolder).
 
 Thresholds (thresholds.json, used by the hard vote in src.infer): per class, chosen on that fold's OOF predictions;
 `f1` (default) takes the score cut maximising F1 (predict positive when score >= threshold: the thresholded F1
@@ -27,19 +27,18 @@ gets 0.5. Format: {"method", "labels", "thresholds": {label: t}, "score": {label
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .config import find_input, parse_args, run_dir
-from .data import CacheDataset, join_cache, read_competition_table
-from .engine import run_stage, FitConfig, barrier, check_resumable, fit, norm_tensors, setup_runtime
+from .data import build_dataset, join_cache, read_competition_table
+from .engine import run_stage, FitConfig, barrier, fit, setup_runtime
 from .model import check_pretrained, create_model, init_from_checkpoint, load_checkpoint
-from .preprocess import export_config
+from .run import RunFolder, input_record, select_folds
 from .score import macro_auroc, per_class_auroc
-from .utils import imread, prepare_run_dir, seed_everything, write_csv, write_json
+from .utils import imread, seed_everything, write_json
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -81,20 +80,6 @@ def choose_thresholds(y: np.ndarray, p: np.ndarray, labels: list[str], method: s
     return {"method": method, "labels": labels, "thresholds": thr, "score": score, "n": n}
 
 
-def select_folds(spec: str, available: list[int], flag: str = "--fold", where: str = "folds.csv") -> list[int]:
-    """'all' | 'k' | 'i,j,..' -> fold numbers, each one checked against `available`."""
-    if spec.strip().lower() == "all":
-        return available
-    try:
-        want = [int(s) for s in spec.replace(" ", "").split(",") if s]
-    except ValueError:
-        raise SystemExit(f"{flag}={spec}: expected all, a fold number or a comma list such as 0,1,2,3,4") from None
-    bad = [k for k in want if k not in available]
-    if bad:
-        raise SystemExit(f"{flag}={spec}: folds {bad} not in {where} (has {available})")
-    return want
-
-
 def load_table(cfg: TrainConfig) -> tuple[pd.DataFrame, list[str]]:
     table, labels = read_competition_table(find_input(cfg.train_csv))
     folds_path = find_input(cfg.folds_csv)
@@ -109,18 +94,16 @@ def load_table(cfg: TrainConfig) -> tuple[pd.DataFrame, list[str]]:
     return join_cache(df, find_input(cfg.cache), what="training images"), labels
 
 
-def summarise_oof(out: Path, labels: list[str], folds: list[int]) -> dict | None:
-    """Joins the finished folds' oof.csv into <run>/oof.csv and scores it (printed)."""
-    done = [k for k in folds if (out / f"fold{k}" / "done.json").exists()]
-    if not done:
+def summarise_oof(run: RunFolder, labels: list[str], folds: list[int]) -> dict | None:
+    """Joins the finished folds' oof.csv into the run's oof.csv and scores it (printed)."""
+    oof = run.join_oof(folds)
+    if oof is None:
         return None
-    oof = pd.concat([pd.read_csv(out / f"fold{k}" / "oof.csv", dtype={"id": str}) for k in done],
-                    ignore_index=True)
-    write_csv(out / "oof.csv", oof)
+    done = sorted(set(oof["fold"].astype(int)))
     y, p = oof[labels].to_numpy(float), oof[[f"pred_{lb}" for lb in labels]].to_numpy(float)
     auc = per_class_auroc(y, p, labels, skip_degenerate=True)
     res = {"folds": done, "n": len(oof), "macro_auroc": macro_auroc(y, p, labels, skip_degenerate=True), "auroc": auc}
-    write_json(out / "oof_metrics.json", res)
+    write_json(run.oof_metrics, res)
     missing = sorted(set(folds) - set(done))
     print(f"OOF macro-AUROC {res['macro_auroc']:.4f} over folds {done} ({len(oof)} images) "
           + " ".join(f"{k}={v:.3f}" for k, v in auc.items())
@@ -149,26 +132,22 @@ def main(argv: list[str] | None = None) -> dict:
     rt = setup_runtime(cfg)
     if rt.main and init is not None and cfg.pretrained:
         print(f"[train] --pretrained={cfg.pretrained} not loaded: --init={cfg.init} provides the weights")
-    out = run_dir("train", cfg.name)
+    out = RunFolder(run_dir("train", cfg.name))
     df, labels = load_table(cfg)
     folds_all = sorted(df["fold"].unique().tolist())
     todo = select_folds(cfg.fold, folds_all)
     for k in todo:
-        check_resumable(out / f"fold{k}", cfg.resume)
+        out.fold(k).check_resumable(cfg.resume)
     cache = find_input(cfg.cache)
     size = imread(df["file"].iloc[0]).shape[:2]
     if rt.main:
-        prepare_run_dir(out, cfg)
-        if (cache / "preprocess.yaml").is_file():
-            export_config(cache, out)
-        else:
-            print(f"[train] WARNING {cache}/preprocess.yaml missing: infer cannot re-create this preprocessing",
-                  file=sys.stderr)
+        out.prepare(cfg)
+        out.export_preprocess(cache)
     budget = cfg.session_epochs
     results = {}
     for k in todo:
-        fdir = out / f"fold{k}"
-        if (fdir / "done.json").exists() and (fdir / "best.pt").exists():
+        fdir = out.fold(k)
+        if fdir.finished:
             if rt.main:
                 print(f"[train] fold {k}: finished earlier, skipped")
             continue
@@ -181,24 +160,22 @@ def main(argv: list[str] | None = None) -> dict:
             if rt.main:
                 print(f"[train] fold {k}: initialised from {cfg.init}: {what}")
         tr, va = df[df["fold"] != k].reset_index(drop=True), df[df["fold"] == k].reset_index(drop=True)
-        mean, std = (t.flatten().tolist() for t in norm_tensors(model, "cpu"))
         if rt.main:
-            prepare_run_dir(fdir, cfg)
+            fdir.prepare(cfg)
         barrier(rt)
         fold_cfg = dataclasses.replace(cfg, session_epochs=budget) if cfg.session_epochs else cfg
         res = fit(fold_cfg, rt, model, labels,
-                  CacheDataset(tr["file"], tr[labels].to_numpy(np.float32), size=size),
-                  CacheDataset(va["file"], va[labels].to_numpy(np.float32), size=size), va["id"], fdir,
-                  extra_cols={"fold": k},
-                  input_info={"size": list(size), "mean": mean, "std": std, "cache": str(cache)})
+                  build_dataset(tr["file"], tr[labels].to_numpy(np.float32), size, True, cfg.aug, cfg.seed),
+                  build_dataset(va["file"], va[labels].to_numpy(np.float32), size, False), va["id"], fdir,
+                  extra_cols={"fold": k}, input_info=input_record(size, model, [cache]))
         budget -= res["epochs_run"] if cfg.session_epochs else 0
         results[k] = res
         if rt.main and res["finished"]:
-            oof = pd.read_csv(fdir / "oof.csv", dtype={"id": str})
-            write_json(fdir / "thresholds.json", choose_thresholds(
+            oof = fdir.read_oof()
+            fdir.write_thresholds(choose_thresholds(
                 oof[labels].to_numpy(float), oof[[f"pred_{lb}" for lb in labels]].to_numpy(float), labels,
                 cfg.threshold))
-            write_json(fdir / "done.json", res)
+            fdir.write_done(res)
             print(f"[train] fold {k}: best val macro-AUROC {res['best_metric']:.4f} at epoch {res['best_epoch']}")
         barrier(rt)
         if not res["finished"]:

@@ -250,7 +250,3 @@ def set_threads(n: int) -> None:
 def dist_env() -> tuple[int, int, int]:
     """(rank, local_rank, world_size); (0, 0, 1) when not launched by torchrun."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def is_main_process() -> bool:
-    return dist_env()[0] == 0

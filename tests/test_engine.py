@@ -14,6 +14,7 @@ from src.data import (AUG_PRESETS, CacheDataset, ShardedSampler, build_transform
 from src.engine import (EarlyStopping, FitConfig, build_optimizer, build_scheduler, masked_bce, positive_weights,
                         setup_runtime)
 from src.model import create_model
+from src.run import RunFolder
 from tests.fake_cache import make_cache
 
 
@@ -258,10 +259,10 @@ def test_batch_fit_is_a_logged_no_op_on_cpu(tmp_path, capsys):
     from src.engine import fit_batch
     cfg = FitConfig(threads=1, batch_size=8, accum_steps=2)
     rt = setup_runtime(cfg)
-    assert fit_batch(cfg, rt, None, (32, 64), 5, tmp_path) == (4, 2)
+    assert fit_batch(cfg, rt, None, (32, 64), 5, RunFolder(tmp_path)) == (4, 2)
     rec = json.loads((tmp_path / "batch_fit.json").read_text())
     assert rec["probed"] is False and rec["reason"] == "a no-op on cpu"
     assert (rec["micro_batch"], rec["accum_steps"]) == (4, 2)
     assert "batch_fit a no-op on cpu: micro-batch 4 x accum 2" in capsys.readouterr().out
     with pytest.raises(ValueError, match="must divide"):
-        fit_batch(FitConfig(batch_size=6, accum_steps=4), rt, None, (32, 64), 5, tmp_path)
+        fit_batch(FitConfig(batch_size=6, accum_steps=4), rt, None, (32, 64), 5, RunFolder(tmp_path))

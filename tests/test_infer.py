@@ -11,6 +11,8 @@ import torch
 from scipy.stats import spearmanr
 
 from src import infer
+from src.engine import setup_runtime
+from src.run import RunFolder, gather_folds, load_fold_models, shared_preprocess_config
 
 
 def test_hard_vote_five_folds_gives_fractions_of_folds():
@@ -265,13 +267,13 @@ def test_spawned_workers_give_the_same_predictions(tiny_run):
     """On CUDA the loader's workers are spawned (a fresh interpreter each): the dataset and worker start must work
     there and preprocess exactly as in this process."""
     run = tiny_run["run"]
-    pcfg = infer.preprocess_config(run, infer.read_run_config(run))
+    pcfg = RunFolder(run).preprocess_config()
     comp = tiny_run["comp"]
     ids = pd.read_csv(comp / "sample_submission.csv", dtype={"id": str})["id"].tolist()[:4]
     ds = infer.TestImages(infer.find_images(comp / "test", ids), ids, pcfg)
-    rt = infer.make_runtime("off")
+    rt = setup_runtime(infer.InferConfig(run=str(run), amp="off", threads=THREADS))
     try:
-        folds = infer.load_fold_models(infer.fold_dirs(run, "0"), None, rt.device)
+        folds = load_fold_models(gather_folds([RunFolder(run)], "0"), None, rt.device)
         inline = infer.predict(folds, ds, rt, batch_size=2, workers=0)
         spawned = infer.predict(folds, ds, rt, batch_size=2, workers=1, start_method="spawn")
     finally:
@@ -326,12 +328,12 @@ def test_folds_are_gathered_from_several_run_folders(tiny_run, tmp_path):
     for d, weights in ((a, b"same"), (b, b"same")):
         (d / "roi.pt").write_bytes(weights)
         (d / "preprocess.yaml").write_text(yaml.safe_dump({**y, "roi_weights": "roi.pt"}))
-    cfgs = [infer.read_run_config(d) for d in (a, b)]
-    assert infer.shared_preprocess_config([a, b], cfgs).roi_weights == str(a / "roi.pt")
+    runs = [RunFolder(a), RunFolder(b)]
+    assert shared_preprocess_config(runs).roi_weights == str(a / "roi.pt")
     (b / "roi.pt").write_bytes(b"other")
     with pytest.raises(SystemExit, match=rf"differently preprocessed images \(roi_weights: {re.escape(str(a))}/roi.pt "
                                          rf"vs {re.escape(str(b))}/roi.pt\)"):
-        infer.shared_preprocess_config([a, b], cfgs)
+        shared_preprocess_config(runs)
 
 
 def test_a_fold_of_another_architecture_is_refused(tiny_run, tmp_path):
