@@ -46,7 +46,7 @@ def fake_run(root: Path, arch: str, n_folds: int, size, strategy: str) -> Path:
     """A run folder with random-weight fold checkpoints and the preprocess.yaml infer reads."""
     import torch
     import yaml
-    from src.engine import norm_tensors
+    from src.model import norm_tensors
     from src.model import create_model
     from src.config import LABELS as labels
     from src.preprocess import PreprocessConfig

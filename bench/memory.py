@@ -54,7 +54,8 @@ def status_bytes(field: str) -> int:
 def measure_one(cfg: MemoryConfig) -> dict:
     """Peak RSS growth of one forward + backward in this process (see the module doc)."""
     import torch
-    from src.engine import Runtime, enable_grad_checkpointing, norm_tensors, probe_step
+    from src.engine import Runtime, enable_grad_checkpointing, probe_step
+    from src.model import norm_tensors
     from src.model import create_model
     amp, ckpt, batch = cfg.one.split(",")
     torch.set_num_threads(cfg.threads)

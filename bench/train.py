@@ -61,7 +61,8 @@ def fake_cache(dst: Path, n: int, size: tuple[int, int]) -> Path:
 
 def bench_model(cfg: BenchConfig, rt) -> dict:
     import torch
-    from src.engine import autocast, build_optimizer, masked_bce, norm_tensors, to_input
+    from src.engine import autocast, build_optimizer, masked_bce, to_input
+    from src.model import norm_tensors
     from src.model import create_model
     h, w = cfg.size
     model = create_model(cfg.arch, 5).to(rt.device)

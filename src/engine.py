@@ -35,18 +35,15 @@ import os
 import random
 import sys
 import time
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .config import config_dict
 from .data import ShardedSampler, make_loader
+from .model import norm_tensors
 from .score import macro_auroc, per_class_auroc
 from .utils import dist_env, set_threads, write_json
-
-if TYPE_CHECKING:  # fit writes into a run.RunFolder it is given; src.run imports this module, not the reverse
-    from .run import RunFolder
-
 
 @dataclasses.dataclass
 class FitConfig:
@@ -186,14 +183,6 @@ def to_input(x, device, mean, std, channels_last: bool = True):
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def norm_tensors(model, device):
-    import timm
-    import torch
-    dc = timm.data.resolve_data_config({}, model=unwrap(model))
-    return (torch.tensor(dc["mean"], device=device).view(1, 3, 1, 1),
-            torch.tensor(dc["std"], device=device).view(1, 3, 1, 1))
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Memory: gradient checkpointing, batch fit
 # ----------------------------------------------------------------------------------------------------------------
@@ -266,7 +255,7 @@ def choose_micro_batch(per_rank: int, start: int, try_batch, limit: float, relea
     return {"micro_batch": micro, "accum_steps": per_rank // micro, "tries": tries, "rank_choices": choices}
 
 
-def fit_batch(cfg: FitConfig, rt: Runtime, model, size: Sequence[int], n_labels: int, run: RunFolder
+def fit_batch(cfg: FitConfig, rt: Runtime, model, size: Sequence[int], n_labels: int, run
               ) -> tuple[int, int]:
     """(micro-batch, accum_steps) for this run: probed on CUDA when --batch_fit (see the module doc), else as
     configured. Recorded in the run's batch_fit.json and the log."""
@@ -503,9 +492,10 @@ def set_rng_state(s: dict) -> None:
 # fit
 # ----------------------------------------------------------------------------------------------------------------
 def fit(cfg: FitConfig, rt: Runtime, model, labels: Sequence[str], train_ds, val_ds, val_ids: Sequence[str],
-        run: RunFolder, train_weights: np.ndarray | None = None, epoch_size: int = 0,
+        run, train_weights: np.ndarray | None = None, epoch_size: int = 0,
         extra_cols: dict | None = None, input_info: dict | None = None) -> dict:
-    """Trains `model` on train_ds, validates on val_ds each epoch, keeps best.pt / last.pt / logs in `run`.
+    """Trains `model` on train_ds, validates on val_ds each epoch, keeps best.pt / last.pt / logs in `run` (a
+    src.run.RunFolder: run sits above the engine, so the engine only calls the methods it is handed).
 
     The datasets (built with their transforms by data.build_dataset) and `cfg` are used as given, never changed.
     Writes (rank 0) the run's oof.csv: id, extra_cols, labels, pred_<label> from the best epoch. Returns

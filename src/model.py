@@ -273,3 +273,12 @@ def init_from_checkpoint(model, ckpt: dict, arch: str, labels: Sequence[str], so
     missing, unexpected = model.load_state_dict(backbone, strict=False)
     assert not unexpected and set(missing) <= head, (missing, unexpected)
     return what
+
+
+def norm_tensors(model, device):
+    """The backbone's input normalisation (timm's data config) as two [1, 3, 1, 1] tensors (mean, std) on `device`."""
+    import timm
+    import torch
+    dc = timm.data.resolve_data_config({}, model=getattr(model, "module", model))  # DDP wraps the model in .module
+    return (torch.tensor(dc["mean"], device=device).view(1, 3, 1, 1),
+            torch.tensor(dc["std"], device=device).view(1, 3, 1, 1))

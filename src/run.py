@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .config import find_input, find_inputs, paths
-from .engine import norm_tensors
+from .model import norm_tensors
 from .utils import atomic_path, prepare_run_dir, torch_save, write_csv, write_json, write_text
 
 

@@ -225,7 +225,8 @@ def test_batch_fit_ranks_agree_on_the_smallest_and_fail_together():
 
 
 def test_probe_step_leaves_the_model_as_it_found_it():
-    from src.engine import Runtime, norm_tensors, probe_step
+    from src.engine import Runtime, probe_step
+    from src.model import norm_tensors
     torch.manual_seed(0)
     m = create_model("ecgka_tracenet", 5).eval()  # BatchNorm: the probe must not move its running statistics
     before = {k: v.clone() for k, v in m.state_dict().items()}

@@ -8,7 +8,8 @@ import yaml
 
 from src import explain
 from src.config import LABELS
-from src.engine import norm_tensors, to_input
+from src.engine import to_input
+from src.model import norm_tensors
 from src.model import create_model
 from src.utils import imread, torch_save
 from tests.fake_cache import make_cache

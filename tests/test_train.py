@@ -16,8 +16,8 @@ import yaml
 from src import pretrain, train
 from src.config import REPO
 from src.data import CacheDataset, ShardedSampler, make_loader, read_cache
-from src.engine import Runtime, evaluate, norm_tensors
-from src.model import create_model, load_checkpoint
+from src.engine import Runtime, evaluate
+from src.model import create_model, load_checkpoint, norm_tensors
 from tests.fake_cache import make_cache, make_folds
 
 TINY = ["--arch=convnext_atto", "--batch_size=4", "--workers=0", "--threads=1", "--warmup_epochs=0.5"]
