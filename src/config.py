@@ -205,6 +205,10 @@ def _typed(v, tp, name: str):
         return None
     if isinstance(v, str) and tp in (str, Path):
         return tp(v)  # as written: an empty string stays one
+    origin = typing.get_origin(tp)
+    if isinstance(v, list) and origin in (tuple, list):  # item by item: a path in a list may hold a space
+        items = [_typed(x, (typing.get_args(tp) or (str,))[0], name) for x in v]
+        return tuple(items) if origin is tuple else items
     return _convert(_as_text(v), tp, name)
 
 

@@ -23,6 +23,7 @@ class Demo:
     # over two lines
     # and a third
     out: Path = Path("x")  # output folder
+    tags: tuple[str, ...] = ()  # free-text tags
 
 
 def test_parse_args_types_and_forms():
@@ -54,7 +55,7 @@ def test_help_lists_every_field_with_its_comment(capsys):
 
 
 def test_config_dict_round_trip():
-    c = Demo(size=(1, 2), out=Path("p"))
+    c = Demo(size=(1, 2), out=Path("p"), tags=("a b", "c,d"))  # list items are kept whole
     assert config.config_from_dict(Demo, config.config_dict(c)) == c
     with pytest.raises(ValueError, match="unknown keys"):
         config.config_from_dict(Demo, {"bogus": 1})
