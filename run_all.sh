@@ -31,8 +31,9 @@ setup_venv() {
   echo "$want" > "$VENV/.requirements.sha256"
 }
 
-# Offline switches, set once here and again in src/config.py for direct `python -m src.X` use.
-export HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 YOLO_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
+# Offline switches, set once here and again in src/config.py for direct `python -m src.X` use (HF_HUB_OFFLINE=0 lets
+# --pretrained=hub download ImageNet weights).
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} NO_ALBUMENTATIONS_UPDATE=1 YOLO_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
 
 if [[ "${1:-}" == "test" ]]; then
   shift
@@ -43,33 +44,31 @@ fi
 setup_venv
 
 # ---------------------------------------------------------------------------------------------------------------
-# Settings (environment variables). Defaults: the embedded synthetic `demo` competition, sized for a 2-core CPU box
-# (~2 h from nothing on the faster of our boxes, longer on a slower one: README "Results"); DEBUG=1 is the same
-# pipeline at toy size (the smoke test).
-# The CPU recipe reads trace maps (STRATEGY=trace: the ink alone, grid and lighting removed) with the kit's small
-# ecgka_tracenet from random weights: on raw photos a CNN learns nothing on this budget (README "Results"). On a GPU
-# with ImageNet weights, use the paper's STRATEGY=roi_clahe ARCH=convnext_base SIZE=512,768 (30-50 epochs, lr 1e-4)
-# or the Kaggle kernels.
+# Settings (environment variables). RECIPE names the training recipe: recipes/<RECIPE>.yaml or a path, read by every
+# stage below (--recipe; src/config.py "Recipes"). cpu (the default): trace maps read by the kit's small
+# ecgka_tracenet from random weights, sized for a 2-core CPU box (~2 h from nothing: README "Results"). paper: the
+# paper's roi_clahe + ConvNeXt-Base from ImageNet weights at 512x768, for a GPU (and HF_HUB_OFFLINE=0 for the hub
+# weights). DEBUG=1 is the same pipeline at toy size (the smoke test): the recipe plus the recipes/debug.yaml overlay,
+# a tiny stand-in backbone from random weights, so RECIPE=paper DEBUG=1 downloads nothing.
+# STRATEGY, SIZE, ARCH, AUG, BATCH, EPOCHS1/LR1 (Stage I), EPOCHS2/LR2 (Stage II), ROI_EPOCHS, ROI_IMGSZ override the
+# recipe's value when set.
 # ---------------------------------------------------------------------------------------------------------------
 DEBUG=${DEBUG:-0}
+RECIPE=${RECIPE:-cpu}
+RECIPES=$RECIPE; [[ "$DEBUG" == 1 ]] && RECIPES="$RECIPE,debug"
+TAG=""; [[ "$RECIPE" != cpu ]] && TAG="-$(basename "${RECIPE%.y*ml}")"  # run names of other recipes carry theirs
 if [[ "$DEBUG" == 1 ]]; then
-  PRESET=tiny; SYNTH=${SYNTH:-ecg-synth-tiny}; RUN=${RUN:-debug}; ARCH=${ARCH:-ecgka_tracenet}; SIZE=${SIZE:-48,192}
-  EPOCHS1=${EPOCHS1:-1}; EPOCHS2=${EPOCHS2:-1}; ROI_EPOCHS=${ROI_EPOCHS:-1}; ROI_IMGSZ=${ROI_IMGSZ:-128}
-  BATCH=${BATCH:-8}
+  PRESET=tiny; SYNTH=${SYNTH:-ecg-synth-tiny}; RUN=${RUN:-debug$TAG}
   SCORE_ARGS=(--skip_degenerate=true)  # 20 toy test images: a class may have no positives, AUROC is then undefined
 else
-  PRESET=${PRESET:-demo}; SYNTH=${SYNTH:-ecg-synth}; RUN=${RUN:-demo}; ARCH=${ARCH:-ecgka_tracenet}
-  SIZE=${SIZE:-96,384}; EPOCHS1=${EPOCHS1:-6}; EPOCHS2=${EPOCHS2:-4}; ROI_EPOCHS=${ROI_EPOCHS:-0}
-  ROI_IMGSZ=${ROI_IMGSZ:-320}; BATCH=${BATCH:-32}
+  PRESET=${PRESET:-demo}; SYNTH=${SYNTH:-ecg-synth}; RUN=${RUN:-demo$TAG}
   SCORE_ARGS=()
 fi
-STRATEGY=${STRATEGY:-trace}   # preprocessing: trace | roi_clahe (the paper's) | full | raw (src/preprocess.py)
-LR1=${LR1:-2e-3}; LR2=${LR2:-2e-4}  # peak lr, Stage I from random weights / Stage II fine-tuning: at 1e-3 Stage II
-# undid Stage I (OOF 0.876 against 0.891 for Stage I alone on the same photos), at 2e-4 it adds a little (0.895)
-# Augmentation (none | light | medium | strong, src/data.py). The paper's `medium` rotates by up to 4 degrees: on a
-# 96x384 map that moves a row's end by a quarter of the page height and slowed Stage I (scan hold-out 0.78 vs 0.85
-# after 6 epochs), so trace maps train without it; use AUG=medium with roi_clahe.
-AUG=${AUG:-$([[ "$STRATEGY" == trace ]] && echo none || echo medium)}
+recipe() { "$PY" -m src.config "$RECIPES" "$1"; }  # the value the recipe gives one option, e.g. preprocess.size
+STRATEGY=${STRATEGY:-$(recipe preprocess.strategy)}; SIZE=${SIZE:-$(recipe preprocess.size)}  # they name the caches
+ROI_EPOCHS=${ROI_EPOCHS:-$(recipe roi_train.epochs)}  # 0: no detector, preprocessing uses the OpenCV fallback
+opt() { if [[ -n "${!1:-}" ]]; then echo "--$2=${!1}"; fi; }  # --key=$VAR when VAR is set
+FIT=(--recipe="$RECIPES" $(opt ARCH arch) $(opt AUG aug) $(opt BATCH batch_size))
 # The real competition is used when it is in input/ (python -m src.download bhf); else the synthetic one.
 REAL=bhf-data-science-centre-ecg-challenge
 [[ -z "${COMP:-}" && -f "input/$REAL/train.csv" && "$DEBUG" != 1 ]] && COMP=$REAL
@@ -95,37 +94,38 @@ py src.make_data --preset="$PRESET" --seed="$SEED" --name="$SYNTH" "${NOCOMP[@]}
 step "folds -> $IN/$COMP-folds/folds.csv"
 py src.folds --train_csv="$IN/$COMP/train.csv" --n_folds=5 --seed=42
 
-# 3. ROI detector (YOLO) on the synthetic photos' free boxes; skipped when trained. ROI_EPOCHS=0 skips it and
-#    preprocessing uses the OpenCV fallback detector (the CPU demo's choice: see README "Results").
+# 3. ROI detector (YOLO) on the synthetic photos' free boxes; skipped when trained. 0 epochs (the cpu recipe) skips it
+#    and preprocessing uses the OpenCV fallback detector (see README "Results").
 ROI_W=""
 if [[ "$ROI_EPOCHS" -gt 0 ]]; then
   ROI_W="$OUT/roi/$RUN-yolo/best.pt"
   step "ROI detector -> $ROI_W"
-  [[ -f "$ROI_W" ]] || py src.roi train --data="$IN/$ROISET/dataset.yaml" --epochs="$ROI_EPOCHS" \
-    --imgsz="$ROI_IMGSZ" --name="$RUN-yolo"
+  [[ -f "$ROI_W" ]] || py src.roi train --recipe="$RECIPES" --data="$IN/$ROISET/dataset.yaml" --epochs="$ROI_EPOCHS" \
+    $(opt ROI_IMGSZ imgsz) --name="$RUN-yolo"
 fi
 
 # 4. Preprocess (the same function for train, Stage I and test images) into caches named by their settings; resumable.
 C1="$IN/$COMP-$STRATEGY-${SIZE/,/x}"; C2="$IN/$SCANS-$STRATEGY-${SIZE/,/x}"
 step "preprocess ($STRATEGY) -> $C1, $C2"
-py src.preprocess --src="$IN/$COMP/train.csv" --dst="$C1" --strategy="$STRATEGY" --size="$SIZE" --roi_weights="$ROI_W"
-py src.preprocess --src="$IN/$SCANS/images" --dst="$C2" --strategy="$STRATEGY" --size="$SIZE" --roi_weights="$ROI_W"
+PRE=(--recipe="$RECIPES" --strategy="$STRATEGY" --size="$SIZE" --roi_weights="$ROI_W")
+py src.preprocess --src="$IN/$COMP/train.csv" --dst="$C1" "${PRE[@]}"
+py src.preprocess --src="$IN/$SCANS/images" --dst="$C2" "${PRE[@]}"
 
 # 5. Stage I: morphology from scan-like images (src.launch: torchrun on every GPU when there are two or more).
 step "Stage I -> $OUT/pretrain/$RUN-stage1"
-py src.launch src.pretrain --sources="$C2:$IN/$SCANS/labels.csv" --arch="$ARCH" --lr="$LR1" \
-  --aug="$AUG" --epochs="$EPOCHS1" --batch_size="$BATCH" --name="$RUN-stage1" --resume
+py src.launch src.pretrain --sources="$C2:$IN/$SCANS/labels.csv" "${FIT[@]}" $(opt LR1 lr) $(opt EPOCHS1 epochs) \
+  --name="$RUN-stage1" --resume
 
 # 6. Stage II: 5 folds on the competition photos, from the Stage I weights.
 step "Stage II -> $OUT/train/$RUN-stage2"
 py src.launch src.train --fold=all --cache="$C1" --train_csv="$IN/$COMP/train.csv" \
-  --folds_csv="$IN/$COMP-folds/folds.csv" --init="$OUT/pretrain/$RUN-stage1/best.pt" --arch="$ARCH" --lr="$LR2" \
-  --aug="$AUG" --epochs="$EPOCHS2" --batch_size="$BATCH" --name="$RUN-stage2" --resume
+  --folds_csv="$IN/$COMP-folds/folds.csv" --init="$OUT/pretrain/$RUN-stage1/best.pt" "${FIT[@]}" $(opt LR2 lr) \
+  $(opt EPOCHS2 epochs) --name="$RUN-stage2" --resume
 
-# 7. Inference: hard vote of the five folds, ties ordered by the mean probability (--vote=hard: the paper's pure vote).
+# 7. Inference: the recipe's vote of the five folds (hard, ties ordered by the mean probability).
 SUB="submissions/$RUN-submission.csv"
-step "infer (hard vote, ties broken) -> $SUB"
-py src.infer --run="$OUT/train/$RUN-stage2" --vote=hard_tiebreak --out="$SUB"
+step "infer -> $SUB"
+py src.infer --recipe="$RECIPES" --run="$OUT/train/$RUN-stage2" --out="$SUB"
 
 # 8. Score against the hidden solution when there is one (the synthetic competition has it).
 SOL="$IN/$COMP-solution/solution.csv"

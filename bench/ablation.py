@@ -3,13 +3,14 @@
     python -m bench.ablation --preset=cpu --seeds=0                    # all seven, 2 cores: ~3.5 h (3 seeds ~5 h)
     python -m bench.ablation --preset=cpu --experiments=vote,stages --seeds=0,1,2
     python -m bench.ablation --preset=cpu --budget=0.5                 # half the epochs and images of the preset
-    python -m bench.ablation --preset=full --seeds=0,1,2 --workdir=outputs/ablation-full     # a GPU
+    HF_HUB_OFFLINE=0 python -m bench.ablation --preset=full --seeds=0,1,2 --workdir=outputs/ablation-full  # GPU
     python -m bench.ablation --preset=tiny --workdir=/tmp/abl --report=/tmp/abl/ablation.md  # smoke-test size
 
-Recipe per preset (each setting can be overridden, see AblationConfig): tiny and cpu follow the kit's CPU recipe
-(run_all.sh): trace maps (src.preprocess --strategy=trace: grid and lighting removed), the kit's small ecgka_tracenet
-from random weights, lr 2e-3 (Stage I) / 2e-4 (Stage II); full follows the paper: roi_clahe, ConvNeXt-Base, lr 1e-4.
-Augmentation follows each arm's own strategy: none on trace maps, the paper's medium otherwise.
+Recipe per preset: the kit's recipes (src/config.py "Recipes"), passed to every stage as --recipe, with the preset's
+and AblationConfig's settings on top. tiny (recipes cpu + debug) and cpu follow recipes/cpu.yaml: trace maps, the
+kit's small ecgka_tracenet from random weights, lr 2e-3 (Stage I) / 2e-4 (Stage II), no augmentation; full follows
+recipes/paper.yaml: roi_clahe, ConvNeXt-Base from ImageNet weights, lr 1e-4, medium augmentation. Every arm trains with
+the recipe's augmentation, whatever its strategy (--aug sets another for all).
 
 Experiments (--experiments, any subset, in this order):
   backbone    the kit's ecgka_tracenet vs ConvNeXt vs ResNet vs a transformer (pvt_v2, a pyramid ViT: it takes any
@@ -64,24 +65,23 @@ from src.run import RunFolder
 from src.utils import parallel_map, write_csv, write_json, write_text
 
 EXPERIMENTS = ("backbone", "stages", "preprocess", "fraction", "vote", "shift", "ceiling")
-# Sizes and recipe per preset. `data` is the src.make_data preset the counts override; `strategy` and `arch` are the
-# main preprocessing and backbone (every arm but the one an experiment varies), lr1 / lr2 the peak lr of Stage I / II.
-# tiny: the smoke test (seconds per arm); cpu: a 2-core box, run_all.sh's CPU recipe at a smaller data size and fewer
-# epochs (~3.5 h for one seed, mostly the eight Stage I runs); full: paper-like, GPU only. ceiling_n's first size is a
-# Stage II fold's training part (4/5 of n_train), so the signal ceiling is read at the image arms' data size.
+# Data sizes per preset, and the recipe (recipes/<name>.yaml, a comma list applied in order) that gives the training
+# settings: the main strategy and size (preprocess), arch, lr, epochs, batch and aug (pretrain = Stage I, train =
+# Stage II). A preset's `size` or `epochs1`/`epochs2` replace the recipe's. `data` is the src.make_data preset the
+# counts override. tiny: the smoke test (seconds per arm); cpu: a 2-core box, run_all.sh's CPU recipe at a smaller
+# data size and 8 Stage I epochs (~3.5 h for one seed, mostly the eight Stage I runs); full: paper-like, GPU only.
+# ceiling_n's first size is a Stage II fold's training part (4/5 of n_train), so the signal ceiling is read at the image
+# arms' data size.
 PRESETS = {
-    "tiny": dict(data="tiny", n_train=25, n_test=20, n_scans=24, n_extra=12, n_shift=12, n_shift_test=16,
-                 photo_hw=(270, 480), scan_hw=(340, 440), size=(32, 128), epochs1=1, epochs2=1, batch=8, workers=1,
-                 strategy="trace", arch="ecgka_tracenet", lr1=2e-3, lr2=2e-4,
+    "tiny": dict(recipe="cpu,debug", data="tiny", n_train=25, n_test=20, n_scans=24, n_extra=12, n_shift=12,
+                 n_shift_test=16, photo_hw=(270, 480), scan_hw=(340, 440), size=(32, 128), workers=1,
                  backbones=("ecgka_tracenet", "convnext_atto"), min_train=4, ceiling_n=(40,), ceiling_epochs=1),
-    "cpu": dict(data="demo", n_train=500, n_test=200, n_scans=2000, n_extra=1000, n_shift=300, n_shift_test=200,
-                photo_hw=(544, 960), scan_hw=(680, 880), size=(96, 384), epochs1=8, epochs2=4, batch=32, workers=2,
-                strategy="trace", arch="ecgka_tracenet", lr1=2e-3, lr2=2e-4,
+    "cpu": dict(recipe="cpu", data="demo", n_train=500, n_test=200, n_scans=2000, n_extra=1000, n_shift=300,
+                n_shift_test=200, photo_hw=(544, 960), scan_hw=(680, 880), epochs1=8, workers=2,
                 backbones=("ecgka_tracenet", "convnext_atto", "resnet18", "pvt_v2_b0"), min_train=8,
                 ceiling_n=(400, 2000), ceiling_epochs=10),
-    "full": dict(data="full", n_train=15000, n_test=3200, n_scans=30000, n_extra=10000, n_shift=5000,
-                 n_shift_test=1000, photo_hw=(1900, 3460), scan_hw=(1700, 2200), size=(512, 768), epochs1=50,
-                 epochs2=30, batch=32, workers=8, strategy="roi_clahe", arch="convnext_base", lr1=1e-4, lr2=1e-4,
+    "full": dict(recipe="paper", data="full", n_train=15000, n_test=3200, n_scans=30000, n_extra=10000, n_shift=5000,
+                 n_shift_test=1000, photo_hw=(1900, 3460), scan_hw=(1700, 2200), workers=8,
                  backbones=("convnext_base", "resnet50", "pvt_v2_b2"), min_train=32, ceiling_n=(12000,),
                  ceiling_epochs=20),
 }
@@ -89,12 +89,6 @@ PRESETS = {
 # compared by their direction only: their values are not in our notes, and we do not quote numbers we cannot check.
 PAPER = {"preprocess": {"raw": 0.753, "roi_clahe": 0.868, "full": 0.834}, "final": 0.9677}
 GEN_CODE = {"extra": 11, "shift_train": 12, "shift_test": 13}  # random streams apart from make_data's (codes 1-4)
-
-
-def aug_for(strategy: str) -> str:
-    """run_all.sh's rule: the paper's `medium` rotates by up to 4 degrees, which on a 96x384 trace map moves a row's
-    end by a quarter of the page height and slowed Stage I, so trace maps train without augmentation."""
-    return "none" if strategy == "trace" else "medium"
 
 
 @dataclasses.dataclass
@@ -106,19 +100,19 @@ class AblationConfig:
     budget: float = 1.0  # scales the preset's epochs and image counts (0.5: half of each; at least 1 epoch)
     workdir: str = ""  # data, caches, runs, results (default: <outputs>/ablation)
     report: str = ""  # markdown report (default: reports/ablation.md in the repository)
-    strategy: str = ""  # main preprocessing, of every arm but `preprocess`'s (default: preset's, trace on CPU)
-    arch: str = ""  # the backbone of every non-backbone experiment (default: preset's, ecgka_tracenet on CPU)
+    strategy: str = ""  # main preprocessing, of every arm but `preprocess`'s (default: recipe's, trace on CPU)
+    arch: str = ""  # the backbone of every non-backbone experiment (default: recipe's, ecgka_tracenet on CPU)
     backbones: tuple[str, ...] = ()  # timm names or ecgka_tracenet, compared in `backbone` (default: preset's)
-    lr1: float = -1  # Stage I peak lr (-1: preset's, 2e-3 on CPU from random weights; the paper's 1e-4 fine-tunes)
-    lr2: float = -1  # Stage II peak lr (-1: preset's, 2e-4 on CPU)
-    aug: str = ""  # augmentation of every arm, none | light | medium | strong (empty: by the arm's strategy, aug_for)
+    lr1: float = -1  # Stage I peak lr (-1: recipe's, 2e-3 on CPU from random weights; the paper's 1e-4 fine-tunes)
+    lr2: float = -1  # Stage II peak lr (-1: recipe's, 2e-4 on CPU)
+    aug: str = ""  # augmentation of every arm, none | light | medium | strong (empty: the recipe's)
     fractions: tuple[float, ...] = (0.01, 0.05, 0.2, 1.0)  # shares of fold 0's training part used in `fraction`
     shift_inits: tuple[str, ...] = ("none", "none-matched", "scans", "scans+extra")  # Stage I variants in `shift`
     n_folds: int = 5  # folds of folds.csv (the `vote` ensemble size; the paper's 5)
-    size: tuple[int, ...] = ()  # cache image H W (default: preset's)
-    epochs1: int = -1  # Stage I epochs (-1: preset's x budget)
-    epochs2: int = -1  # Stage II epochs (-1: preset's x budget)
-    batch_size: int = -1  # images per step, both stages (-1: preset's)
+    size: tuple[int, ...] = ()  # cache image H W (default: preset's, else recipe's)
+    epochs1: int = -1  # Stage I epochs (-1: preset's, else recipe's, x budget)
+    epochs2: int = -1  # Stage II epochs (-1: preset's, else recipe's, x budget)
+    batch_size: int = -1  # images per step, both stages (-1: recipe's)
     workers: int = -1  # processes for data making / preprocessing / loading (-1: preset's)
     data_seed: int = 0  # seed of the synthetic data build (fixed across arms and seeds)
     bootstrap: int = 200  # test-set bootstrap resamples for each arm's AUROC sd (0: off)
@@ -234,18 +228,20 @@ class Kit:
         size = self.p["size"]
         dst = self.work / "cache" / f"{what}-{strategy}-{size[0]}x{size[1]}"
         if not (dst / "index.csv").is_file():
-            self.call("src.preprocess", [f"--src={src}", f"--dst={dst}", f"--strategy={strategy}",
-                                         f"--size={size[0]},{size[1]}", f"--workers={self.p['workers']}"])
+            self.call("src.preprocess", [f"--recipe={self.p['recipe']}", f"--src={src}", f"--dst={dst}",
+                                         f"--strategy={strategy}", f"--size={size[0]},{size[1]}",
+                                         f"--workers={self.p['workers']}"])
         return dst
 
     # ---- training ----
-    def fit_args(self, stage: int, arch: str, strategy: str, seed: int, epochs: int | None = None) -> list[str]:
-        """The preset's recipe for Stage `stage` (1: src.pretrain, 2: src.train) on caches made with `strategy`;
-        `epochs` overrides the preset's count."""
+    def fit_args(self, stage: int, arch: str, seed: int, epochs: int | None = None) -> list[str]:
+        """The recipe's settings for Stage `stage` (1: src.pretrain, 2: src.train) as the preset resolved them (its
+        lr, not the other stage's: the compute-matched arm trains Stage II with Stage I's); `epochs` overrides the
+        preset's count."""
         w = 0 if self.p["workers"] <= 1 else self.p["workers"]
-        return [f"--arch={arch}", f"--epochs={epochs or self.p[f'epochs{stage}']}", f"--lr={self.p[f'lr{stage}']:g}",
-                f"--aug={self.p['aug'] or aug_for(strategy)}", f"--batch_size={self.p['batch']}", f"--seed={seed}",
-                f"--workers={w}", "--resume"]
+        return [f"--recipe={self.p['recipe']}", f"--arch={arch}", f"--epochs={epochs or self.p[f'epochs{stage}']}",
+                f"--lr={self.p[f'lr{stage}']:g}", f"--aug={self.p['aug']}", f"--batch_size={self.p['batch']}",
+                f"--seed={seed}", f"--workers={w}", "--resume"]
 
     def stage1(self, variant: str, arch: str, strategy: str) -> Path:
         """Stage I checkpoint for `scans` or `scans+extra` on `strategy` caches (seed 0, shared by every arm and seed
@@ -259,7 +255,7 @@ class Kit:
         # run_dir() joins the name under outputs/pretrain/; an absolute name keeps the run inside the workdir
         out = self.work / "runs" / "pretrain" / f"{arch}-{strategy}-{variant}"
         self.call("src.pretrain", [f"--sources={','.join(sources)}", f"--name={out}",
-                                   *self.fit_args(1, arch, strategy, 0)])
+                                   *self.fit_args(1, arch, 0)])
         return RunFolder(out).best
 
     def matched_epochs(self, n_photos: int | None = None) -> int:
@@ -281,8 +277,8 @@ class Kit:
         run = self.work / "runs" / "train" / f"{arch}-{strategy}-{init}-{data}-s{seed}"
         matched = init == "none-matched"
         n_photos = self.p["n_shift"] if data == "narrow" else None
-        fit = self.fit_args(1, arch, strategy, seed, self.matched_epochs(n_photos)) if matched else \
-            self.fit_args(2, arch, strategy, seed)
+        fit = self.fit_args(1, arch, seed, self.matched_epochs(n_photos)) if matched else \
+            self.fit_args(2, arch, seed)
         argv = [f"--cache={cache}", f"--train_csv={train_csv}", f"--folds_csv={folds_csv}", f"--fold={fold}",
                 f"--name={run}", *fit]
         if init not in ("none", "none-matched"):
@@ -332,12 +328,23 @@ class Kit:
         return out
 
 
+def recipe_settings(recipe: str) -> dict:
+    """What the ablation reads of a recipe: the main strategy and size, arch, Stage I / II lr and epochs, batch, aug."""
+    from src.config import recipe_defaults
+    from src.preprocess import PreprocessConfig
+    from src.pretrain import PretrainConfig
+    from src.train import TrainConfig
+    pre, s1, s2 = (recipe_defaults(c, recipe) for c in (PreprocessConfig, PretrainConfig, TrainConfig))
+    return dict(strategy=pre["strategy"], size=pre["size"], arch=s1["arch"], lr1=s1["lr"], lr2=s2["lr"],
+                epochs1=s1["epochs"], epochs2=s2["epochs"], batch=s1["batch_size"], aug=s1["aug"])
+
+
 def resolve_preset(cfg: AblationConfig) -> dict:
     if cfg.preset not in PRESETS:
         raise SystemExit(f"--preset={cfg.preset}: choose one of {', '.join(PRESETS)}")
     if cfg.budget <= 0:
         raise SystemExit("--budget must be > 0")
-    p = dict(PRESETS[cfg.preset])
+    p = {**recipe_settings(PRESETS[cfg.preset]["recipe"]), **PRESETS[cfg.preset]}
     for k in ("n_train", "n_test", "n_scans", "n_extra", "n_shift", "n_shift_test"):
         p[k] = max(10, int(round(p[k] * cfg.budget)))  # 10: five folds must each hold a couple of images
     p["epochs1"] = cfg.epochs1 if cfg.epochs1 > 0 else max(1, int(round(p["epochs1"] * cfg.budget)))
@@ -353,13 +360,13 @@ def resolve_preset(cfg: AblationConfig) -> dict:
     p["backbones"] = tuple(cfg.backbones) or p["backbones"]
     p["lr1"] = cfg.lr1 if cfg.lr1 > 0 else p["lr1"]
     p["lr2"] = cfg.lr2 if cfg.lr2 > 0 else p["lr2"]
-    p["aug"] = cfg.aug  # empty: each arm's aug_for(strategy)
+    p["aug"] = cfg.aug or p["aug"]
     # checked here: a typo would otherwise fail every arm, one by one, over the whole run
     from src.data import AUG_PRESETS
     from src.preprocess import STRATEGIES
     if p["strategy"] not in STRATEGIES:
         raise SystemExit(f"--strategy={p['strategy']}: choose one of {', '.join(STRATEGIES)}")
-    if p["aug"] and p["aug"] not in AUG_PRESETS:
+    if p["aug"] not in AUG_PRESETS:
         raise SystemExit(f"--aug={p['aug']}: choose one of {', '.join(AUG_PRESETS)}")
     return p
 
@@ -1141,16 +1148,16 @@ TITLES = {"backbone": "1. Backbone (paper Table 5)", "stages": "2. Knowledge aug
 WHAT = {
     "backbone": "Stage I (scans, seed 0) then Stage II fold 0 on the main strategy's caches, same epochs, batch, "
                 "image size, lr and augmentation for each. `ecgka_tracenet` is the kit's own small CNN for trace "
-                "maps (src/model.py), not one of the paper's; the others are timm models. All start from random "
-                "weights (no --pretrained file is passed here).",
+                "maps (src/model.py), not one of the paper's; the others are timm models. Stage I starts from the "
+                "weights the recipe's `pretrained` names (random in recipes/cpu.yaml, ImageNet in recipes/paper.yaml).",
     "stages": "Stage II fold 0 from random init, from Stage I on scans, and from Stage I on scans + diverse "
               "photo-like pages of other signals (two sources, each epoch drawing every image once), all on the "
               "main strategy's caches. A control the paper does not have: single-stage from random init trained "
               "with Stage I's lr for as many images as Stage I sees (epochs x scans / a fold's training photos), "
               "so a Stage I gain cannot be just more training.",
     "preprocess": "The whole pipeline per strategy, as the paper's Table 7 compares it: Stage I on scans, then Stage "
-                  "II fold 0 from it, both on caches built with that strategy; augmentation as in Setup (by default "
-                  "none on trace maps, medium otherwise: run_all.sh's rule), everything else the same. ROI by "
+                  "II fold 0 from it, both on caches built with that strategy; the recipe's augmentation and "
+                  "everything else the same. ROI by "
                   "src.roi's OpenCV detector (no YOLO weights trained here). Test images get the same strategy via "
                   "infer. `trace` is the kit's CPU choice (grid and lighting removed), not in the paper.",
     "fraction": "Fold 0 validates on all its images; Stage II trains on a nested random share of the other folds.",
@@ -1207,9 +1214,8 @@ def write_report(kit: Kit, path: Path, failures: list[dict], wall: float, argv: 
          f"photos ({p['photo_hw'][1]}x{p['photo_hw'][0]}), {p['n_scans']} Stage I scans, {p['n_extra']} extra "
          f"photo-like Stage I images, shift set {p['n_shift']} / {p['n_shift_test']}; caches {p['size'][0]}x"
          f"{p['size'][1]}; Stage I {p['epochs1']} epochs at lr {p['lr1']:g}, Stage II {p['epochs2']} epochs at lr "
-         f"{p['lr2']:g}, batch {p['batch']}, augmentation "
-         + (p["aug"] or "none on trace maps and medium otherwise") +
-         f", the rest src.engine.FitConfig defaults; main strategy `{p['strategy']}`, main arch `{p['arch']}`; "
+         f"{p['lr2']:g}, batch {p['batch']}, augmentation {p['aug']}, the rest recipe `{p['recipe']}` (src/config.py "
+         f"\"Recipes\"); main strategy `{p['strategy']}`, main arch `{p['arch']}`; "
          f"seeds {list(cfg.seeds)}.",
          "- Protocol: every arm but `vote` trains fold 0 only (the other four folds train, fold 0 validates) and is "
          "scored on the hidden test set with that one model's probabilities. Stage I checkpoints are trained once "

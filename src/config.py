@@ -10,11 +10,24 @@ the /kaggle root somewhere else so tests can simulate a Kaggle session on a lapt
 Configs: each stage declares one dataclass; every field has a `# comment` on its line, which `--help` prints.
     cfg = parse_args(TrainConfig)           # python -m src.train --fold=2 --lr=3e-4
 Unknown keys are errors (with a did-you-mean), never silently ignored.
+
+Recipes: `--recipe=NAME|PATH[,NAME|PATH...]` gives a stage its defaults from YAML files (recipes/<NAME>.yaml, or any
+path), applied in order, each whole; keys given on the command line override them.
+    python -m src.pretrain --recipe=paper --sources=...        # recipes/paper.yaml's Stage I settings
+    python -m src.train --recipe=outputs/train/demo-stage2/config.yaml --name=again    # rerun a run's resolved config
+    python -m src.config cpu,debug pretrain                     # what a recipe gives a stage (one key: pretrain.lr)
+A recipe holds sections named after the stages' config classes (snake case, `Config` dropped: preprocess, pretrain,
+train, roi_train, infer, fit = FitConfig, read by both pretrain and train); a stage reads the sections of its class and
+of the classes it derives from (train reads fit, then train), and top-level keys, which must be its own options (the
+form of the config.yaml a run writes). Every section name and key is checked against the options of its stage, so a
+typo anywhere in a recipe is an error (naming the file) in whichever stage reads it first.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import functools
 import inspect
 import os
 import re
@@ -31,6 +44,7 @@ LABELS: tuple[str, ...] = ("MI", "AF", "HYP", "CD", "STTC")
 LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
 REPO = Path(__file__).resolve().parent.parent
+RECIPES = REPO / "recipes"  # recipes/<name>.yaml: --recipe=<name>
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -173,7 +187,32 @@ def _convert(text: str, tp, name: str):
         raise SystemExit(f"--{name}: cannot read {text!r} as {getattr(tp, '__name__', tp)}") from None
 
 
-def format_help(cls, prog: str | None = None) -> str:
+def _as_text(v) -> str:
+    """A YAML value as the command line writes it (lists comma-joined, booleans true/false, null empty)."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (list, tuple)):
+        return ",".join(_as_text(x) for x in v)
+    return str(v)
+
+
+def _typed(v, tp, name: str):
+    """A value read from YAML as the field's type: what config_dict wrote, or what a person typed in a recipe (YAML
+    reads 2e-3 as a string). Strings, numbers and lists go through the command line's own conversion."""
+    if v is None and type(None) in typing.get_args(tp):
+        return None
+    if isinstance(v, str) and tp in (str, Path):
+        return tp(v)  # as written: an empty string stays one
+    origin = typing.get_origin(tp)
+    if isinstance(v, list) and origin in (tuple, list):  # item by item: a path in a list may hold a space
+        items = [_typed(x, (typing.get_args(tp) or (str,))[0], name) for x in v]
+        return tuple(items) if origin is tuple else items
+    return _convert(_as_text(v), tp, name)
+
+
+def format_help(cls, prog: str | None = None, defaults: dict | None = None) -> str:
     hints = typing.get_type_hints(cls)
     comments = field_comments(cls)
     if prog is None:
@@ -184,30 +223,156 @@ def format_help(cls, prog: str | None = None) -> str:
     lines = [f"usage: python -m {prog} [--key=value ...]", ""]
     if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):
         lines += [inspect.cleandoc(cls.__doc__), ""]
+    defaults = {**field_defaults(cls), **(defaults or {})}
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
+        default = defaults.get(f.name, "(required)")
         tname = getattr(hints[f.name], "__name__", str(hints[f.name]).replace("typing.", ""))
         lines.append(f"  {f'--{f.name}={default!s}':<32} [{tname}] {comments.get(f.name, '')}")
+    lines.append(f"  {'--recipe=NAME|PATH,...':<32} [str] defaults from recipes/<NAME>.yaml or a run's config.yaml "
+                 f"(src/config.py)")
     return "\n".join(lines)
+
+
+def field_defaults(cls) -> dict:
+    """{field: default} of the fields that have one."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Recipes
+# ----------------------------------------------------------------------------------------------------------------
+def section_name(class_name: str) -> str:
+    """TrainConfig -> train, RoiTrainConfig -> roi_train, FitConfig -> fit: a config class's recipe section."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", class_name.removesuffix("Config")).lower()
+
+
+@functools.lru_cache(maxsize=None)
+def recipe_sections() -> dict[str, tuple[str, str, frozenset[str]]]:
+    """{section: (module, class, option names)} for every `class <Name>Config` in src/ (inherited options included),
+    read from the source so that checking a recipe imports no stage."""
+    classes: dict[str, tuple[str, list[str], set[str]]] = {}
+    for f in sorted((REPO / "src").glob("*.py")):
+        for node in ast.parse(f.read_text()).body:
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Config"):
+                own = {a.target.id for a in node.body
+                       if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name)}
+                classes[node.name] = (f"src.{f.stem}", [b.id for b in node.bases if isinstance(b, ast.Name)], own)
+
+    def options(name: str) -> set[str]:
+        _, bases, own = classes[name]
+        return own.union(*(options(b) for b in bases if b in classes))
+    return {section_name(n): (mod, n, frozenset(options(n))) for n, (mod, _, _) in classes.items()}
+
+
+def recipe_files(spec: str) -> list[Path]:
+    """`cpu,debug` or `path/x.yaml` -> the files, in order. A name is recipes/<name>.yaml."""
+    out = []
+    for item in [spec] if Path(spec).is_file() else [s.strip() for s in spec.split(",")]:  # a path may hold a comma
+        p = Path(item)
+        if not p.is_file() and not p.suffix and len(p.parts) == 1:
+            p = RECIPES / f"{item}.yaml"
+        if not p.is_file():
+            names = ", ".join(sorted(f.stem for f in RECIPES.glob("*.yaml")))
+            raise SystemExit(f"--recipe: {item!r} is neither a file nor a recipe in {RECIPES} (there: {names})")
+        out.append(p)
+    return out
+
+
+def _recipe_error(path: Path, what: str, key: str, known, fix: str = "") -> SystemExit:
+    close = difflib.get_close_matches(key, sorted(known), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return SystemExit(f"{path}: {what} {key!r}{hint}{fix}")
+
+
+def recipe_values(cls, spec: str) -> dict:
+    """The options a recipe (or comma list of recipes) gives `cls`, typed. Each file in turn: its top-level keys,
+    then the sections of `cls`'s base classes and its own (fit before train), so a later file wins whole."""
+    import yaml
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    mine = [section_name(k.__name__) for k in reversed(cls.__mro__) if dataclasses.is_dataclass(k)]
+    known = dict(recipe_sections())
+    for k in cls.__mro__:  # a config outside src/ (a bench) still reads its own section
+        if dataclasses.is_dataclass(k):
+            known.setdefault(section_name(k.__name__),
+                             (k.__module__, k.__name__, frozenset(f.name for f in dataclasses.fields(k))))
+    out = {}
+    for path in recipe_files(spec):
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise SystemExit(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise SystemExit(f"{path}: a recipe is a mapping of sections (pretrain: {{lr: 1e-4}}) or options")
+        top = {k: v for k, v in data.items() if not isinstance(v, dict)}
+        sections = {k: v for k, v in data.items() if isinstance(v, dict)}
+        for key in top:
+            if key not in names:
+                owners = [s for s, (_, _, opts) in known.items() if key in opts]
+                raise _recipe_error(path, f"{cls.__name__} has no option", key, names,
+                                    f"; put it under the section of its stage ({', '.join(owners)})" if owners else "")
+        for sec, body in sections.items():
+            if sec not in known:
+                raise _recipe_error(path, "unknown section", sec, known, "; sections are stages: preprocess, "
+                                    "pretrain, train, fit (pretrain and train), roi_train, infer, ...")
+            for key in body:
+                if key not in known[sec][2]:
+                    raise _recipe_error(path, f"section {sec} ({known[sec][0]}) has no option", key, known[sec][2])
+        layers = [top] + [sections[s] for s in mine if s in sections]
+        for layer in layers:
+            for key, v in layer.items():
+                try:
+                    out[key] = _typed(v, hints[key], key)
+                except SystemExit as e:
+                    raise SystemExit(f"{path}: {e}") from None
+    return out
+
+
+def recipe_defaults(cls, spec: str) -> dict:
+    """Every option of `cls` that has a value without the command line: its defaults, then the recipe's."""
+    return {**field_defaults(cls), **recipe_values(cls, spec)}
+
+
+def _pop_recipe(argv: list[str]) -> tuple[list[str], str]:
+    """(argv without --recipe, the recipe spec or '')."""
+    rest, spec, i = [], "", 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--recipe" and i + 1 < len(argv):
+            spec, i = argv[i + 1], i + 2
+            continue
+        if a.startswith("--recipe="):
+            spec = a.partition("=")[2]
+        else:
+            rest.append(a)
+        i += 1
+    return rest, spec
 
 
 def parse_args(cls, argv: list[str] | None = None, positional: tuple[str, ...] = ()):
     """Build `cls` from `--key=value` / `--key value` / `--flag` (bool true) arguments.
 
     `positional` names fields that may also be given bare, in order (e.g. `roi train`). Dashes and underscores in keys
-    are interchangeable. Unknown keys raise SystemExit with the closest valid names.
+    are interchangeable. Unknown keys raise SystemExit with the closest valid names. `--recipe=` (see the module
+    docstring) sets defaults that the other keys override.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, recipe = _pop_recipe(list(sys.argv[1:] if argv is None else argv))
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    from_recipe = recipe_values(cls, recipe) if recipe else {}
     given: dict[str, object] = {}
     pos = list(positional)
     i = 0
     while i < len(argv):
         a = argv[i]
         if a in ("-h", "--help"):
-            print(format_help(cls))
+            print(format_help(cls, defaults=from_recipe))
             raise SystemExit(0)
         if not a.startswith("--"):
             if not pos:
@@ -230,6 +395,7 @@ def parse_args(cls, argv: list[str] | None = None, positional: tuple[str, ...] =
                     text, i = nxt, i + 1
         given[key] = _convert(text, hints[key], key)
         i += 1
+    given = {**from_recipe, **given}
     missing = [f.name for f in dataclasses.fields(cls)
                if f.name not in given and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -237,17 +403,20 @@ def parse_args(cls, argv: list[str] | None = None, positional: tuple[str, ...] =
     return cls(**given)
 
 
+def _plain(v):
+    """YAML-safe: Paths as strings, tuples as lists, inside dicts and lists too."""
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
 def config_dict(cfg) -> dict:
     """A plain, YAML-safe dict (Paths as strings, tuples as lists)."""
-    def plain(v):
-        if isinstance(v, Path):
-            return str(v)
-        if isinstance(v, (tuple, list)):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-    return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+    return _plain(dataclasses.asdict(cfg))
 
 
 def config_from_dict(cls, d: dict):
@@ -257,13 +426,39 @@ def config_from_dict(cls, d: dict):
     extra = set(d) - names
     if extra:
         raise ValueError(f"{cls.__name__}: unknown keys {sorted(extra)} in saved config")
-    out = {}
-    for k, v in d.items():
-        tp = hints[k]
-        origin = typing.get_origin(tp)
-        if origin is tuple and isinstance(v, list):
-            v = tuple(v)
-        elif tp is Path and v is not None:
-            v = Path(v)
-        out[k] = v
-    return cls(**out)
+    return cls(**{k: _typed(v, hints[k], k) for k, v in d.items()})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# python -m src.config RECIPES SECTION[.KEY]: what a recipe gives a stage
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class ShowConfig:
+    """Print the options a recipe gives a stage (its defaults, then the recipe's values): all of them as YAML, or one
+    as the command line writes it (run_all.sh reads preprocess.strategy this way).
+        python -m src.config cpu,debug pretrain
+        python -m src.config paper preprocess.size"""
+    recipes: str  # recipe names (recipes/<name>.yaml) or paths, a comma list applied in order
+    key: str  # SECTION (a stage: preprocess, pretrain, train, roi_train, infer, ...) or SECTION.KEY
+
+
+def main(argv: list[str] | None = None) -> str:
+    import importlib
+    import yaml
+    cfg = parse_args(ShowConfig, argv, positional=("recipes", "key"))
+    section, _, key = cfg.key.partition(".")
+    sections = recipe_sections()
+    if section not in sections:
+        raise _recipe_error(Path(cfg.recipes), "no stage reads section", section, sections)
+    module, name, _ = sections[section]
+    cls = getattr(importlib.import_module(module), name)
+    values = recipe_defaults(cls, cfg.recipes)
+    if key and key not in values:
+        raise _recipe_error(Path(cfg.recipes), f"{section} has no option with a value", key, values)
+    text = _as_text(values[key]) if key else yaml.safe_dump(_plain(values), sort_keys=False).rstrip("\n")
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -75,11 +75,11 @@ def run_config(work, stage: str, name: str) -> dict:
 
 
 def test_runs_use_the_presets_recipe(smoke):
-    """tiny follows the CPU recipe: trace maps, ecgka_tracenet, lr 2e-3 / 2e-4, no augmentation on trace maps; the
-    preprocess arms run the whole Stage I -> Stage II pipeline on their own strategy, with `medium` off trace maps."""
+    """tiny follows recipes/cpu.yaml (+ debug.yaml): trace maps, ecgka_tracenet, lr 2e-3 / 2e-4, no augmentation; the
+    preprocess arms run the whole Stage I -> Stage II pipeline on their own strategy, everything else the recipe's."""
     work, _, text = smoke
-    assert "main strategy `trace`, main arch `ecgka_tracenet`" in text
-    for strategy, aug in (("trace", "none"), ("roi_clahe", "medium")):
+    assert "main strategy `trace`, main arch `ecgka_tracenet`" in text and "recipe `cpu,debug`" in text
+    for strategy, aug in (("trace", "none"), ("roi_clahe", "none")):
         s1 = run_config(work, "pretrain", f"ecgka_tracenet-{strategy}-scans")
         assert (s1["arch"], s1["lr"], s1["aug"]) == ("ecgka_tracenet", 2e-3, aug)
         assert [f"scans-{strategy}-32x128" in src for src in s1["sources"]] == [True]
@@ -96,6 +96,8 @@ def test_runs_use_the_presets_recipe(smoke):
     assert run_config(work, "train", "ecgka_tracenet-trace-none-matched-narrow-s0")["epochs"] == 3
     cmds = (work / "commands.sh").read_text()
     assert "--strategy=raw" in cmds and "--strategy=full" in cmds
+    stages = [ln for ln in cmds.splitlines() if ln.startswith(("python -m src.pre", "python -m src.train"))]
+    assert stages and all("--recipe=cpu,debug" in ln for ln in stages)  # preprocess, pretrain and train
     # every Stage I and II command but the backbone arm's carries the main arch
     fits = [ln for ln in cmds.splitlines() if ln.startswith(("python -m src.train", "python -m src.pretrain"))]
     assert {re.search(r"--arch=(\S+)", ln)[1] for ln in fits} == {"ecgka_tracenet", "convnext_atto"}

@@ -23,6 +23,7 @@ class Demo:
     # over two lines
     # and a third
     out: Path = Path("x")  # output folder
+    tags: tuple[str, ...] = ()  # free-text tags
 
 
 def test_parse_args_types_and_forms():
@@ -54,10 +55,111 @@ def test_help_lists_every_field_with_its_comment(capsys):
 
 
 def test_config_dict_round_trip():
-    c = Demo(size=(1, 2), out=Path("p"))
+    c = Demo(size=(1, 2), out=Path("p"), tags=("a b", "c,d"))  # list items are kept whole
     assert config.config_from_dict(Demo, config.config_dict(c)) == c
     with pytest.raises(ValueError, match="unknown keys"):
         config.config_from_dict(Demo, {"bogus": 1})
+
+
+def _recipe(tmp_path, name: str, text: str) -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_recipe_gives_defaults_that_the_command_line_overrides(tmp_path):
+    from src.train import TrainConfig
+    req = ["--cache=c", "--train_csv=t.csv", "--folds_csv=f.csv"]
+    base = _recipe(tmp_path, "base", "fit:\n  lr: 2e-3\n  aug: none\n  epochs: 9\n"
+                   "train:\n  epochs: 4\n  threshold: youden\npretrain:\n  epochs: 50\n"
+                   "preprocess:\n  size: [48, 192]\n")
+    c = parse_args(TrainConfig, [f"--recipe={base}", *req])
+    assert (c.lr, c.aug, c.epochs, c.threshold) == (2e-3, "none", 4, "youden")  # YAML's string 2e-3 is a float here
+    assert c.arch == TrainConfig.__dataclass_fields__["arch"].default  # what the recipe leaves alone keeps its default
+    assert parse_args(TrainConfig, [*req, "--lr=5e-4", "--recipe", base]).lr == 5e-4  # the command line wins
+    # files apply in order, each whole: a later file's `fit` beats an earlier file's `train`
+    over = _recipe(tmp_path, "over", "fit:\n  epochs: 1\n")
+    assert parse_args(TrainConfig, [f"--recipe={base},{over}", *req]).epochs == 1
+    # top-level keys are the stage's own options (the form of a run's config.yaml), and fill required ones
+    flat = _recipe(tmp_path, "flat", "cache: c\ntrain_csv: t.csv\nfolds_csv: f.csv\nseed: 7\n")
+    assert parse_args(TrainConfig, [f"--recipe={flat}"]).seed == 7
+
+
+def test_recipe_errors_name_the_file_and_the_fix(tmp_path):
+    from src.train import TrainConfig
+    req = ["--cache=c", "--train_csv=t.csv", "--folds_csv=f.csv"]
+    cases = {"pretrian:\n  lr: 1e-4\n": r"unknown section 'pretrian' \(did you mean pretrain",
+             "pretrain:\n  lrr: 1e-4\n": r"section pretrain \(src.pretrain\) has no option 'lrr' \(did you mean lr",
+             # another stage's section is checked too
+             "roi_train:\n  imgsize: 320\n": r"section roi_train \(src.roi\) has no option 'imgsize' \(did you mean",
+             "strategy: trace\n": r"TrainConfig has no option 'strategy'; put it under .*\(preprocess\)",
+             "fit:\n  lr: fast\n": r"--lr: cannot read 'fast' as float",
+             "- a list\n": r"a recipe is a mapping"}
+    for i, (text, msg) in enumerate(cases.items()):
+        path = _recipe(tmp_path, f"bad{i}", text)
+        with pytest.raises(SystemExit, match=re.escape(path) + ": " + msg):
+            parse_args(TrainConfig, [f"--recipe={path}", *req])
+    with pytest.raises(SystemExit, match=r"'nope' is neither a file nor a recipe in .*recipes \(there: .*cpu"):
+        parse_args(TrainConfig, ["--recipe=nope", *req])
+
+
+def test_a_runs_config_yaml_is_a_recipe_that_reruns_it(tmp_path):
+    """Resolved configs, written by prepare_run_dir as every training stage does, read back as --recipe give the same
+    config, for Stage I and Stage II built from the kit's recipes."""
+    from src.pretrain import PretrainConfig
+    from src.train import TrainConfig
+    for cls, argv in ((PretrainConfig, ["--sources=a:b.csv,c", "--source_weights=0.5,0.5", "--name=x"]),
+                      (TrainConfig, ["--cache=c", "--train_csv=t.csv", "--folds_csv=f.csv", "--fold=0,2"])):
+        for recipe in ("cpu", "paper", "paper,debug"):
+            cfg = parse_args(cls, [f"--recipe={recipe}", *argv, "--lr=3e-4"])
+            run = utils.prepare_run_dir(tmp_path / cls.__name__ / recipe, cfg)
+            assert parse_args(cls, [f"--recipe={run / 'config.yaml'}"]) == cfg, (cls, recipe)
+
+
+def test_the_kits_recipes(tmp_path):
+    """Every stage that run_all.sh and the kernels give a recipe accepts the kit's recipes; their key values; and the
+    debug overlay makes any recipe toy-sized and download-free."""
+    from src.engine import FitConfig
+    from src.infer import InferConfig
+    from src.preprocess import PreprocessConfig
+    from src.pretrain import PretrainConfig
+    from src.roi import RoiTrainConfig
+    from src.train import TrainConfig
+    got = {}
+    for recipe in ("cpu", "paper", "cpu,debug", "paper,debug"):
+        for cls in (PreprocessConfig, RoiTrainConfig, PretrainConfig, TrainConfig, InferConfig):
+            got[recipe, cls.__name__] = config.recipe_defaults(cls, recipe)
+    pick = lambda r, c, *keys: tuple(got[r, c][k] for k in keys)  # noqa: E731
+    assert pick("cpu", "PreprocessConfig", "strategy", "size") == ("trace", (96, 384))
+    assert pick("cpu", "PretrainConfig", "arch", "lr", "epochs", "aug", "pretrained") == \
+        ("ecgka_tracenet", 2e-3, 6, "none", "")
+    assert pick("cpu", "TrainConfig", "lr", "epochs", "aug") == (2e-4, 4, "none")
+    assert pick("cpu", "RoiTrainConfig", "epochs") == (0,)  # run_all.sh skips the detector
+    assert pick("paper", "PreprocessConfig", "strategy", "size") == ("roi_clahe", (512, 768))
+    assert pick("paper", "PretrainConfig", "arch", "lr", "epochs", "aug", "pretrained") == \
+        ("convnext_base", 1e-4, 50, "medium", "hub")
+    assert pick("paper", "TrainConfig", "epochs", "pretrained") == (30, "")  # Stage II starts from Stage I (--init)
+    assert got["paper", "InferConfig"]["vote"] == "hard_tiebreak"
+    for recipe in ("cpu,debug", "paper,debug"):
+        assert got[recipe, "PreprocessConfig"]["size"] == (48, 192)
+        for stage in ("PretrainConfig", "TrainConfig"):
+            assert pick(recipe, stage, "arch", "pretrained", "epochs", "batch_size") == ("ecgka_tracenet", "", 1, 8)
+    assert got["paper,debug", "PreprocessConfig"]["strategy"] == "roi_clahe"  # the paper's steps, at toy size
+    assert got["paper,debug", "TrainConfig"]["aug"] == "medium"
+    assert set(config.recipe_sections()["fit"][2]) == {f.name for f in dataclasses.fields(FitConfig)}
+
+
+def test_config_cli_prints_what_a_recipe_gives_a_stage(capsys, tmp_path):
+    assert config.main(["cpu,debug", "preprocess.size"]) == "48,192"
+    assert config.main(["paper", "roi_train.epochs"]) == "30"
+    text = config.main(["paper", "pretrain"])
+    assert "arch: convnext_base" in text and "pretrained: hub" in text and "sources" not in text  # required: no value
+    with pytest.raises(SystemExit, match=r"no stage reads section 'trian' \(did you mean train"):
+        config.main(["cpu", "trian.lr"])
+    with pytest.raises(SystemExit) as e:
+        parse_args(Demo, [f"--recipe={_recipe(tmp_path, 'demo', 'epochs: 11')}", "--help"])
+    assert e.value.code == 0
+    assert "--epochs=11 " in capsys.readouterr().out  # --help shows the recipe's defaults
 
 
 def test_paths_local_and_simulated_kaggle(monkeypatch, tmp_path):

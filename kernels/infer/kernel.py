@@ -1,6 +1,6 @@
-"""Kaggle kernel, inference: preprocess the test photos exactly as training did, hard-vote every fold model found
-(ties ordered by their mean probability), write /kaggle/working/submission.csv. Runs with the internet off (code
-competitions).
+"""Kaggle kernel, inference: preprocess the test photos exactly as training did, vote every fold model found with
+the recipe's vote (recipes/paper.yaml: hard, ties ordered by the mean probability), write
+/kaggle/working/submission.csv. Runs with the internet off (code competitions).
 
 Attach: `ecgka-bundle`, the competition, and every Stage II output whose folds should vote (one notebook that trained
 all five folds, or several that trained some each); their run folders carry the preprocessing config and the ROI
@@ -14,6 +14,7 @@ E = os.environ.get
 KIT = os.path.join(E("ECGKA_BUNDLE", "/kaggle/input/ecgka-bundle"), "ecgka")  # the bundle's copy of the kit
 COMP = E("ECGKA_COMP", "bhf-data-science-centre-ecg-challenge")  # dataset slugs resolve under /kaggle/input
 RUN = E("ECGKA_RUN", "*/outputs/train/stage2")  # Stage II run folders: a comma list, globs over the attached inputs
+RECIPE = "--recipe=" + E("ECGKA_RECIPE", "paper")  # the vote: recipes/<name>.yaml in the bundle, or a path
 
 
 def kit(*args):  # one `python -m <module>` of the kit, run from /kaggle/working
@@ -21,5 +22,5 @@ def kit(*args):  # one `python -m <module>` of the kit, run from /kaggle/working
 
 
 kit("src.bundle", "install")
-kit("src.infer", f"--run={RUN}", "--vote=hard_tiebreak", f"--test_dir={COMP}/test",
+kit("src.infer", RECIPE, f"--run={RUN}", f"--test_dir={COMP}/test",
     f"--sample_submission={COMP}/sample_submission.csv", "--out=submission.csv")
