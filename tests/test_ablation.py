@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench import ablation
+from bench import ablation, ablation_report
 
-TITLES = {exp: title for exp, title in ablation.TITLES.items()}
+TITLES = {exp: title for exp, title in ablation_report.TITLES.items()}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def table_rows(sec: str) -> list[list[str]]:
     return [[c.strip() for c in r.strip("|").split("|")] for r in rows[2:]]
 
 
-@pytest.mark.parametrize("exp", ablation.EXPERIMENTS)
+@pytest.mark.parametrize("exp", ablation_report.EXPERIMENTS)
 def test_each_experiment_writes_a_numeric_table(smoke, exp):
     _, _, text = smoke
     rows = table_rows(section(text, exp))
@@ -130,18 +130,18 @@ def test_vote_uses_all_folds_and_shift_has_a_gap(smoke):
 
 def test_fold_agreement_is_one_for_copies_and_near_zero_for_independent_models(tmp_path):
     rng = np.random.default_rng(0)
-    base = rng.random((400, len(ablation.LABELS)))
+    base = rng.random((400, len(ablation_report.LABELS)))
 
     def folds_csv(name, probs):
         rows = [pd.DataFrame({"id": [f"i{k:03d}" for k in range(len(p))], "fold": f, "status": "ok",
-                              **{lb: p[:, j] for j, lb in enumerate(ablation.LABELS)}})
+                              **{lb: p[:, j] for j, lb in enumerate(ablation_report.LABELS)}})
                 for f, p in enumerate(probs)]
         pd.concat(rows).sample(frac=1, random_state=0).to_csv(tmp_path / f"{name}_folds.csv", index=False)
         return tmp_path / f"{name}.csv"  # the submission path; the per-fold file sits beside it
 
-    assert ablation.fold_agreement(folds_csv("copies", [base, base, base])) == pytest.approx(1.0)
-    assert abs(ablation.fold_agreement(folds_csv("indep", [rng.random(base.shape) for _ in range(3)]))) < 0.1
-    assert ablation.fold_agreement(tmp_path / "missing.csv") is None
+    assert ablation_report.fold_agreement(folds_csv("copies", [base, base, base])) == pytest.approx(1.0)
+    assert abs(ablation_report.fold_agreement(folds_csv("indep", [rng.random(base.shape) for _ in range(3)]))) < 0.1
+    assert ablation_report.fold_agreement(tmp_path / "missing.csv") is None
 
 
 def test_finished_arms_are_not_rerun(smoke):
@@ -163,7 +163,7 @@ def test_a_stopped_invocation_is_still_listed(tmp_path):
              {**ev, "event": "progress", "wall_min": 42.5, "new_arms": 3},
              {"argv": ["--experiments=stages"], "started": "2026-12-01 09:00 UTC", "wall_min": 61.4}]  # old format
     (tmp_path / "invocations.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    text = "\n".join(ablation.past_invocations(kit))
+    text = "\n".join(ablation_report.past_invocations(kit))
     assert "--experiments=backbone` — started 2026-12-03 10:00 UTC, stopped or still running; 42.5 min" in text
     assert "3 new arm results" in text and "--experiments=stages` — started 2026-12-01 09:00 UTC, 61.4 min" in text
     assert "only rewrote" not in text
@@ -196,12 +196,12 @@ def test_a_relative_workdir_is_made_absolute(tmp_path, monkeypatch):
 def test_paired_bootstrap_auroc_matches_sklearn_and_cancels_what_arms_share(tmp_path):
     from sklearn.metrics import roc_auc_score
     rng = np.random.default_rng(1)
-    n, labels = 150, list(ablation.LABELS)
+    n, labels = 150, list(ablation_report.LABELS)
     y = (rng.random((n, len(labels))) < 0.3).astype(int)
     p = np.round(y * 0.3 + rng.random(y.shape), 1)  # rounded: ties, which must count half as in sklearn
     ident = np.arange(n)[None, :]
     want = np.mean([roc_auc_score(y[:, j], p[:, j]) for j in range(len(labels))])
-    assert ablation.boot_macro_auroc(y, p, ident)[0] == pytest.approx(want, abs=1e-12)
+    assert ablation_report.boot_macro_auroc(y, p, ident)[0] == pytest.approx(want, abs=1e-12)
 
     ids = [f"t{k:03d}" for k in range(n)]
     sol = tmp_path / "solution.csv"
@@ -213,11 +213,11 @@ def test_paired_bootstrap_auroc_matches_sklearn_and_cancels_what_arms_share(tmp_
         return [{"seed": seed, "submission": str(sub), "solution": str(sol), "test_auroc": 0.0}]
 
     a, b = arm("a", p), arm("b", p + 0.001)  # same ranking: a difference with no noise at all
-    assert ablation.paired_sd([(a, 1.0), (b, -1.0)]) == pytest.approx(0.0, abs=1e-12)
+    assert ablation_report.paired_sd([(a, 1.0), (b, -1.0)]) == pytest.approx(0.0, abs=1e-12)
     c = arm("c", rng.random(y.shape))
-    sd = ablation.paired_sd([(a, 1.0), (c, -1.0)])
+    sd = ablation_report.paired_sd([(a, 1.0), (c, -1.0)])
     assert 0.0 < sd < 0.1
-    assert ablation.paired_sd([(a, 1.0), (arm("d", p, seed=5), -1.0)]) is None  # no seed in common
+    assert ablation_report.paired_sd([(a, 1.0), (arm("d", p, seed=5), -1.0)]) is None  # no seed in common
 
     def shift_arm(name, p_in, p_out):  # scored on a one-setting test (here: the same labels) and on the diverse one
         inside = arm(f"{name}_in", p_in)[0]["submission"]
@@ -225,7 +225,22 @@ def test_paired_bootstrap_auroc_matches_sklearn_and_cancels_what_arms_share(tmp_
                  "in_dist_solution": str(sol)}]
 
     g1, g2 = shift_arm("g1", p, p), shift_arm("g2", p + 0.001, p + 0.002)
-    assert ablation.gap_contrast_noise(g1, g2) == pytest.approx(0.0, abs=1e-12)  # same rankings on both test sets
+    assert ablation_report.gap_contrast_noise(g1, g2) == pytest.approx(0.0, abs=1e-12)  # same rankings on both test sets
     g3 = shift_arm("g3", rng.random(y.shape), rng.random(y.shape))
-    ood = ablation.paired_sd([(g1, 1.0), (g3, -1.0)])
-    assert ablation.gap_contrast_noise(g1, g3) > ood > 0.0  # the one-setting test set's noise adds to the diverse one
+    ood = ablation_report.paired_sd([(g1, 1.0), (g3, -1.0)])
+    assert ablation_report.gap_contrast_noise(g1, g3) > ood > 0.0  # the one-setting test set's noise adds to the diverse one
+
+
+def test_report_sentences_follow_their_numbers():
+    """The two sentences that once stated a conclusion whatever the numbers now say what the numbers decide."""
+    few = ablation_report.rectified_sentence(0.87, 0.06)
+    assert "87% of the competition photos and 6% of the Stage I scans" in few and "mostly from crops" in few
+    alike = ablation_report.rectified_sentence(0.80, 0.75)
+    assert "framed alike" in alike and "crops" not in alike
+    reverse = ablation_report.rectified_sentence(0.30, 0.90)
+    assert "other 70% of the photos" in reverse
+    better = ablation_report.stronger_start_sentence(0.728, 0.821)
+    assert "scores higher overall" in better and "0.821 vs 0.728" in better and "better start" in better
+    worse = ablation_report.stronger_start_sentence(0.80, 0.79)
+    assert "does not score higher" in worse and "0.790 vs 0.800" in worse
+    assert ablation_report.stronger_start_sentence(None, 0.8) == ""
