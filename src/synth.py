@@ -686,8 +686,7 @@ def synthesize(rng: np.random.Generator, labels=None, fs: int = 500, seconds: fl
     info: dict = {}
     fa = None
     if af:
-        onsets, cv = _af_onsets(rng, hr, seconds)
-        info["rr_cv"] = round(cv, 3)
+        onsets, _ = _af_onsets(rng, hr, seconds)
     elif afl:
         onsets, fa, fl = _afl(rng, hr if hr_given else None, seconds, n, fs, P)
         info.update(fl)
@@ -783,13 +782,15 @@ def synthesize(rng: np.random.Generator, labels=None, fs: int = 500, seconds: fl
     sig[6:] = sig8[2:]
 
     inside = onsets[(onsets >= 0) & (onsets < seconds)]
-    hr_real = 60.0 / float(np.mean(np.diff(inside))) if len(inside) > 2 else hr
+    rr_in = np.diff(inside)
+    hr_real = 60.0 / float(np.mean(rr_in)) if len(inside) > 2 else hr
     meta = {
         "labels": {k: int(v) for k, v in zip(LABELS, vec)}, "subtypes": subs, "extras": ex,
         "fs": int(fs), "seconds": float(seconds), "leads": list(LEADS),
         "hr": round(hr_real, 1), "pr_ms": None if (af or afl) else round(1000 * tp.pr, 1),
         "qrs_ms": round(1000 * float(tp.qrs), 1), "qt_ms": round(1000 * float(tp.qt), 1),
         "qtc_ms": round(1000 * float(tp.qt) / np.sqrt(60.0 / hr), 1), "axis_deg": round(_axis(tp), 1),
+        "rr_cv": round(float(rr_in.std() / rr_in.mean()), 3) if len(inside) > 2 else 0.0,
         "n_pvc": int(pvc[(onsets >= 0) & (onsets < seconds)].sum()), "lead_reversal": reversed_, **info,
     }
     return sig, meta
