@@ -46,16 +46,16 @@ AUX_KEYS = ("hr", "qrs_ms", "axis_cos", "axis_sin", "rr_cv")  # what the synthes
 class Sim2RealConfig:
     """Sim-to-real gap of the synthetic engine on the real dev set (see the module docstring)."""
     real: str = ""  # folder with labels.csv and records/ (default ../shared/real beside the repo)
-    n_train: int = 3000  # synthetic training records for the zero-shot model
-    epochs: int = 10  # zero-shot training epochs
+    n_train: int = 2000  # synthetic training records for the zero-shot model
+    epochs: int = 8  # zero-shot training epochs
     lr: float = 3e-3  # AdamW peak lr (one-cycle) for synthetic training
-    seeds: int = 2  # zero-shot training seeds (the CI pools their mean prediction; each seed's macro is listed)
+    seeds: int = 1  # zero-shot training seeds (the CI pools their mean prediction; each seed's macro is listed)
     aux: bool = False  # also regress HR, QRS width, axis and RR CV (auxiliary targets the synthesiser knows)
     highpass: float = 0.5  # Hz, on both sides (0 = off)
     n_stats: int = 300  # synthetic records measured for the realism statistics
     folds: int = 5  # k of the fine-tuning k-fold over the real records
-    ft_seeds: int = 3  # fine-tuning seeds per arm
-    ft_epochs: int = 40  # fine-tuning epochs (an epoch is one pass over the train folds)
+    ft_seeds: int = 2  # fine-tuning seeds per arm
+    ft_epochs: int = 20  # fine-tuning epochs (an epoch is one pass over the train folds)
     ft_lr: float = 1e-3  # fine-tuning peak lr (both arms)
     boot: int = 1000  # bootstrap resamples
     seed: int = 0  # data, split and init seed
@@ -331,7 +331,7 @@ def finetune_oof(windows: list[np.ndarray], y: np.ndarray, init_state: dict | No
         if init_state is not None:
             net.load_state_dict(init_state)
         net = _with_label_head(net) if cfg.aux else net
-        fit(net, xtr, ytr, cfg.ft_epochs, cfg.ft_lr, 1000 * seed + f, batch=16, min_epoch=len(xtr),
+        fit(net, xtr, ytr, cfg.ft_epochs, cfg.ft_lr, 1000 * seed + f, batch=32, min_epoch=len(xtr),
             desc=f"fine-tune fold {f}")
         te = np.flatnonzero(fold == f)
         oof[te] = predict_records(net, [windows[i] for i in te])
