@@ -169,9 +169,10 @@ def boot_auroc(y: np.ndarray, p: np.ndarray, n_boot: int, seed: int, labels=LABE
         out[k] = {"auroc": point[k], "lo": float(np.percentile(d, 2.5)) if len(d) else float("nan"),
                   "hi": float(np.percentile(d, 97.5)) if len(d) else float("nan"), "n_pos": int(y[:, j].sum())}
     defined = [v for v in point.values() if not np.isnan(v)]
-    macro = np.nanmean(draws, 1)
+    macro = np.array([np.mean(r[~np.isnan(r)]) for r in draws if (~np.isnan(r)).any()])
     out["macro"] = {"auroc": float(np.mean(defined)) if defined else float("nan"),
-                    "lo": float(np.nanpercentile(macro, 2.5)), "hi": float(np.nanpercentile(macro, 97.5)),
+                    "lo": float(np.percentile(macro, 2.5)) if len(macro) else float("nan"),
+                    "hi": float(np.percentile(macro, 97.5)) if len(macro) else float("nan"),
                     "n_pos": int(len(y))}
     return out
 
@@ -542,8 +543,8 @@ def run(cfg: Sim2RealConfig, argv_text: str = "") -> dict:
     preds, syn_preds, per_seed, state0 = [], [], [], None
     for s in range(cfg.seeds):
         seed_everything(cfg.seed + s)
-        net = fit(make_net(n_out), xtr, ytr, cfg.epochs, cfg.lr, cfg.seed + s, aux=aux if cfg.aux else None,
-                  desc=f"synthetic seed {s}")
+        net = fit(make_net(n_out), xtr, ytr, cfg.epochs, cfg.lr, cfg.seed + s, min_epoch=cfg.n_train,
+                  aux=aux if cfg.aux else None, desc=f"synthetic seed {s}")
         state0 = state0 or {k: v.clone() for k, v in net.state_dict().items()}
         preds.append(predict_records(net, real_w))
         syn_preds.append(predict(net, xte, len(LABELS)))
