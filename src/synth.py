@@ -488,9 +488,9 @@ def _hyp(rng, tp: Template, sub: str, P) -> dict:
         scale = 1.0
         if sub in ("LVH", "LVH_strain"):
             sok, cor = sokolow(v), max(cornell(v), 1e-3)
-            # drawn close above the criterion: real LVH labels mostly sit just past it (delineated half A: median
-            # S V1 1.0 mV, R V5 1.3 mV in HYP records), and voltage criteria have ~20-50 % sensitivity, so
-            # clinicians often label LVH by Cornell rather than Sokolow
+            # drawn close above the criterion: real LVH labels mostly sit just past it (bench.sim2real on the real
+            # dev set: median S V1 1.0 mV, R V5 1.3 mV in HYP records), and voltage criteria have ~20-50 %
+            # sensitivity, so clinicians often label LVH by Cornell rather than Sokolow
             scale = rng.uniform(3.75, 4.6) / sok
             # Cornell-positive instead; 3.05 (not 2.8) because the normal V2-V3 ST lift shallows the S in V3
             if rng.random() < 0.35 and rng.uniform(3.05, 3.5) / cor * sok < 5.5:
@@ -557,7 +557,7 @@ def _sttc(rng, tp: Template, sub: str, P, avoid: str | None) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 def _sinus_onsets(rng, hr: float, seconds: float, marked: bool = False) -> np.ndarray:
     """Sinus rhythm with HRV: respiratory (HF, 0.15-0.4 Hz) and Mayer-wave (LF, ~0.1 Hz) RR modulation. Resting
-    10 s RR CV in healthy adults is ~1-6 % (median ~3 %; delineated half A of the real set: 2.8 % in unlabelled
+    10 s RR CV in healthy adults is ~1-6 % (median ~3 %; bench.sim2real on the real dev set: 2.8 % in unlabelled
     records); `marked` sinus arrhythmia swings RR by 8-15 % (> 120 ms at normal rates: the textbook criterion)."""
     rr0 = 60.0 / hr
     k = np.arange(int((seconds + PRE + POST + 2) / (0.8 * rr0)) + 3)
@@ -702,7 +702,8 @@ def synthesize(rng: np.random.Generator, labels=None, fs: int = 500, seconds: fl
 
     labels: None (sampled with `prevalence`), 5-vector / {label: 0/1}, or tokens (see the module docstring).
     hr: requested mean ventricular rate (bpm); None draws one (NORM 52-98, SBRAD 40-58, STACH 102-145, AF 60-150).
-    noise: scale of baseline wander, EMG and mains hum (0 = clean). extras: rhythm extras (PVC, PAC, SARRH, SBRAD, STACH);
+    noise: scale of baseline wander, EMG and mains hum (0 = clean). extras: rhythm extras (PVC, PAC, SARRH, SBRAD,
+    STACH);
     None samples them, () disables them. lead_reversal: probability of an LA/RA electrode swap.
     """
     n = int(round(seconds * fs))
@@ -720,7 +721,8 @@ def synthesize(rng: np.random.Generator, labels=None, fs: int = 500, seconds: fl
     P = P12.copy()
     # Chest-lead voltage: a per-record factor (chest wall, age, sex: women's precordial voltages run ~15 % lower,
     # Macfarlane & Lawrie normal limits) times per-electrode placement jitter. The mean brings R V5 / S V1 of
-    # unlabelled records to the delineated real ones (half A: medians 1.0 / 0.7 mV; Macfarlane: R V5 ~1.0-1.4 mV).
+    # unlabelled records to the delineated real ones (bench.sim2real, real dev set: medians 1.0 / 0.7 mV;
+    # Macfarlane: R V5 ~1.0-1.4 mV).
     male = bool(rng.random() < 0.52)  # PTB-XL: 52 % male
     chest = _clip(rng.normal(0.85 if male else 0.74, 0.12), 0.5, 1.15)
     P[6:] *= chest * np.clip(rng.normal(1, 0.08, 6), 0.8, 1.2)[:, None]
@@ -845,7 +847,8 @@ def synthesize(rng: np.random.Generator, labels=None, fs: int = 500, seconds: fl
         "qrs_ms": round(1000 * float(tp.qrs), 1), "qt_ms": round(1000 * float(tp.qt), 1),
         "qtc_ms": round(1000 * float(tp.qt) / np.sqrt(60.0 / hr), 1), "axis_deg": round(_axis(tp), 1),
         "rr_cv": round(float(rr_in.std() / rr_in.mean()), 3) if len(inside) > 2 else 0.0,
-        "n_pvc": int(pvc[(onsets >= 0) & (onsets < seconds)].sum()), "sex": "M" if male else "F", "lead_reversal": reversed_, **info,
+        "n_pvc": int(pvc[(onsets >= 0) & (onsets < seconds)].sum()), "sex": "M" if male else "F",
+        "lead_reversal": reversed_, **info,
     }
     return sig, meta
 
@@ -859,15 +862,15 @@ def _add_noise(rng, sig8: np.ndarray, fs: int, noise: float) -> None:
         f = np.array([rng.uniform(0.15, 0.4), rng.uniform(0.02, 0.1), rng.uniform(0.3, 0.9)], np.float32)
         basis = np.sin((2 * np.pi * f[:, None]).astype(np.float32) * tt[None, :]
                        + rng.uniform(0, 2 * np.pi, (3, 1)).astype(np.float32))
-        # levels (mV) put lead II's < 0.7 Hz RMS near the real records' (delineated half A: median ~25 uV)
+        # levels (mV) put lead II's < 0.7 Hz RMS near the real records' (bench.sim2real, real dev set: median ~25 uV)
         lev = np.array([rng.uniform(0.01, 0.08), rng.uniform(0.01, 0.1), rng.uniform(0.005, 0.03)])
         sig8 += (rng.standard_normal((8, 3)) * lev * noise).astype(np.float32) @ basis
     if r[1] < 0.6:  # EMG: differenced white noise (high-pass, like muscle artefact), 2-25 uV RMS, log-uniform (real
-        # records are mostly quiet and device-filtered: delineated half A, lead II > 40 Hz median ~6 uV)
+        # records are mostly quiet and device-filtered: bench.sim2real, real dev set: lead II > 40 Hz median ~6 uV)
         e = np.frombuffer(rng.bytes(8 * (n + 1)), np.int8).reshape(8, n + 1).astype(np.float32)
         lev = np.exp(rng.uniform(np.log(0.002), np.log(0.025))) * noise / 104.5 * rng.uniform(0.5, 1.5, (8, 1))
         sig8 += (e[:, 1:] - e[:, :-1]) * lev.astype(np.float32)
-    if r[2] < 0.5:  # powerline hum, 50 or 60 Hz, 2-30 uV log-uniform (delineated half A: lead II median ~5 uV)
+    if r[2] < 0.5:  # powerline hum, 50 or 60 Hz, 2-30 uV log-uniform (bench.sim2real, real dev set: II median ~5 uV)
         hum = np.sin(np.float32(2 * np.pi * (50 if r[3] < 0.6 else 60)) * tt + np.float32(rng.uniform(0, 7)))
         lev = np.exp(rng.uniform(np.log(0.002), np.log(0.03))) * rng.uniform(0.5, 1.5, 8)
         sig8 += np.outer(lev * noise, hum).astype(np.float32)
