@@ -62,6 +62,8 @@ class Sim2RealConfig:
     threads: int = 2  # torch threads
     workers: int = 0  # synthesis / measurement processes (0: one per core)
     before: str = ""  # an earlier run's sim2real_<date>.json (e.g. before calibration) to compare the realism with
+    variants: str = ""  # comma-separated JSONs of other runs on the same real set: zero-shot paired against this run
+    from_json: str = ""  # re-render the report of a finished run from its JSON (with this call's --before/--variants)
     out: str = ""  # report folder (default reports/); files sim2real_<date>.md/.json/*.png
 
 
@@ -423,11 +425,11 @@ def verdict_zero_shot(m: dict, target: float = 0.80) -> str:
     return f"falls short of the issue's target of {target:.2f} (the whole 95 % CI is below it)"
 
 
-def verdict_pretrain(d: dict) -> str:
+def verdict_pretrain(d: dict, what: str = "synthetic pretraining") -> str:
     if d["lo"] > 0:
-        return "synthetic pretraining helps (the 95 % CI of the paired difference is above 0)"
+        return f"{what} helps (the 95 % CI of the paired difference is above 0)"
     if d["hi"] < 0:
-        return "synthetic pretraining hurts (the 95 % CI of the paired difference is below 0)"
+        return f"{what} hurts (the 95 % CI of the paired difference is below 0)"
     return ("the difference is not resolved on this dev set (the 95 % CI of the paired difference contains 0; "
             f"point estimate {d['diff']:+.3f})")
 
@@ -492,6 +494,15 @@ def render_report(res: dict, files: list[str]) -> str:
             k0, k1 = b["ks"].get(k, float("nan")), rz["groups"]["all"][k]["ks"]
             tag = "closer" if k1 < k0 - 0.05 else "further" if k1 > k0 + 0.05 else "about the same"
             L.append(f"| {k} | {k0:.2f} | {k1:.2f} | {tag} |")
+        L.append("")
+    if res.get("variants"):
+        L += ["### Variants: robust-learning tricks, each against this run", "",
+              "Same real records; the difference is paired (same bootstrap resamples of records).", "",
+              "| variant (command) | macro-AUROC (all) | variant − this run | verdict |", "|---|---|---|---|"]
+        for v in res["variants"]:
+            d = v["diff"]
+            L.append(f"| `{v['argv']}` | {_ci(v['macro'])} | {d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] | "
+                     f"{verdict_pretrain(d, 'the variant')} |")
         L.append("")
     pt = res["pretrain"]
     if pt is None:
@@ -561,7 +572,7 @@ def run(cfg: Sim2RealConfig, argv_text: str = "") -> dict:
     rr_ref = boot_auroc(y[:, [LABELS.index("AF")]], np.nan_to_num(rr, nan=0.0)[:, None], cfg.boot, cfg.seed, ["AF"])
     zero = {"by_subset": by_subset, "per_seed_macro": per_seed, "rr_cv_af": rr_ref["AF"],
             "synth_test_macro": macro_auroc(yte, np.mean(syn_preds, 0), LABELS, skip_degenerate=True),
-            "n_synth_test": len(yte)}
+            "n_synth_test": len(yte), "real_pred": p.tolist(), "labels": y.tolist()}
     print(f"[sim2real] zero-shot macro-AUROC all {_ci(by_subset['all']['macro'])}; "
           + "; ".join(f"{k} {_ci(v['macro'])}" for k, v in by_subset.items() if k != "all"), flush=True)
 
@@ -598,14 +609,36 @@ TUNING_NOTE = ("The synthesiser's calibration (src/synth.py) ties its ranges to 
                "figure and 'all' is optimistic.")
 
 
+def variant_summary(path: Path, res: dict) -> dict:
+    """Another run's zero-shot macro-AUROC and its paired bootstrap difference against this run."""
+    import json
+    if not path.is_file():
+        raise SystemExit(f"--variants: {path} not found; pass sim2real_<date>.json files of earlier runs")
+    v = json.loads(path.read_text())
+    if v["records"] != res["records"] or "real_pred" not in v["zero_shot"]:
+        raise SystemExit(f"--variants: {path} was run on other real records (or by an older bench without "
+                         f"predictions); rerun it on the same --real")
+    y = np.array(res["zero_shot"]["labels"], np.float32)
+    mine, theirs = np.array(res["zero_shot"]["real_pred"]), np.array(v["zero_shot"]["real_pred"])
+    return {"argv": v["argv"], "macro": v["zero_shot"]["by_subset"]["all"]["macro"],
+            "diff": boot_macro_diff(y, theirs, mine, res["config"]["boot"], res["config"]["seed"])}
+
+
 def main(argv=None):
+    import json
     import sys
     argv = sys.argv[1:] if argv is None else argv
     cfg = parse_args(Sim2RealConfig, argv)
-    res = run(cfg, " ".join(argv))
-    res["date"] = datetime.date.today().isoformat()
+    if cfg.from_json:
+        res = json.loads(Path(cfg.from_json).read_text())
+    else:
+        res = run(cfg, " ".join(argv))
+        res["date"] = datetime.date.today().isoformat()
     res["tuning_note"] = TUNING_NOTE
+    if cfg.variants:
+        res["variants"] = [variant_summary(Path(p), res) for p in cfg.variants.split(",") if p]
     out = Path(cfg.out) if cfg.out else REPO / "reports"
+    out.mkdir(parents=True, exist_ok=True)
     stem = f"sim2real_{res['date']}"
     if cfg.before:
         res["before"] = before_summary(Path(cfg.before))
