@@ -439,7 +439,8 @@ def render_report(res: dict, files: list[str]) -> str:
     zs = res["zero_shot"]
     L = [f"# Sim-to-real on the real dev set ({res['date']})", "",
          f"`python -m bench.sim2real {res['argv']}` — {res['wall_s']:.0f} s wall on this machine "
-         f"({cfg['threads']} torch threads; the 2 cores were shared with other jobs, so timings are pessimistic).",
+         f"({cfg['threads']} torch threads; the 2 cores were shared with other jobs, so the wall time is pessimistic)"
+         + (f", {res['cpu_s']:.0f} CPU s (process + workers)." if res.get("cpu_s") else "."),
          "",
          f"Real data: {res['n_real']} labelled 12-lead records from `{res['real_root']}` (CinC-2020/2021 training data, "
          f"500 Hz); halves A/B by a hash of the record name (A: {res['n_half']['A']}, B: {res['n_half']['B']}). "
@@ -583,7 +584,14 @@ def run(cfg: Sim2RealConfig, argv_text: str = "") -> dict:
     return {"config": dataclasses.asdict(cfg), "argv": argv_text, "real_root": str(root), "n_real": len(names),
             "n_half": {h: int((half == h).sum()) for h in "AB"}, "records": names, "zero_shot": zero,
             "realism": rz, "pretrain": pretrain(real_w, y, state0, by_subset["all"], cfg, t0) if cfg.ft_seeds else None,
-            "wall_s": time.time() - t0}
+            "wall_s": time.time() - t0, "cpu_s": cpu_seconds()}
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used by this process and its finished workers (user + system)."""
+    import resource
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def pretrain(real_w: list[np.ndarray], y: np.ndarray, state0: dict, zero_shot: dict, cfg: Sim2RealConfig,
