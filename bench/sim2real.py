@@ -648,6 +648,8 @@ def old_mi_check(res: dict) -> dict | None:
     """MI AUROC without the records whose raw labels carry OLD_MI (labelled MI=0 by the dev set's map, yet MI to a
     reader): how much of the MI figure is that label choice."""
     import pandas as pd
+    if "real_pred" not in res["zero_shot"]:
+        return None
     df = pd.read_csv(Path(res["real_root"]) / "labels.csv").set_index("record").loc[res["records"]]
     old = df["raw_labels"].astype(str).str.contains(OLD_MI).to_numpy() & (df["MI"].to_numpy() == 0)
     if not old.any():
