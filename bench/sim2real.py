@@ -52,6 +52,7 @@ class Sim2RealConfig:
     seeds: int = 1  # zero-shot training seeds (the CI pools their mean prediction; each seed's macro is listed)
     aux: bool = False  # also regress HR, QRS width, axis and RR CV (auxiliary targets the synthesiser knows)
     highpass: float = 0.5  # Hz, on both sides (0 = off)
+    real_noise: str = ""  # folder of real WFDB records not scored here (e.g. ../shared/fixtures): noise_bank()
     n_stats: int = 300  # synthetic records measured for the realism statistics
     folds: int = 5  # k of the fine-tuning k-fold over the real records
     ft_seeds: int = 2  # fine-tuning seeds per arm (0: skip the pretraining comparison)
@@ -123,17 +124,60 @@ def model_input(sig500: np.ndarray, hp: float) -> np.ndarray:
     return np.clip(x[:, :k * m].reshape(12, k, m).transpose(1, 0, 2), -5, 5)
 
 
-def _synth_one(i: int, seed: int, hp: float) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    sig, meta = synth.synthesize(np.random.default_rng([seed, 95, i]))  # a stream apart from make_data and ceiling
+def noise_bank(folder: str) -> list[np.ndarray]:
+    """Real noise: every 500 Hz WFDB record under `folder` with a regular rhythm (lead-II RR CV <= 0.1, so no AF
+    f-waves), minus its median beat placed at each R peak (-250..+550 ms): what is left is baseline wander, muscle and
+    mains noise and beat-to-beat variation, [12, 5000] each. Use records that are not scored (e.g. ../shared/fixtures)."""
+    import neurokit2 as nk
+    import wfdb
+    bank = []
+    heas = sorted(Path(folder).rglob("*.hea"))
+    for hea in heas:
+        r = wfdb.rdrecord(str(hea.with_suffix("")))
+        have = [n.upper() for n in r.sig_name]
+        if r.fs != FS or r.sig_len < SECONDS * FS or not all(k.upper() in have for k in LEADS):
+            continue
+        x = np.nan_to_num(r.p_signal.T[[have.index(k.upper()) for k in LEADS], :int(SECONDS * FS)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, info = nk.ecg_peaks(nk.ecg_clean(x[1], sampling_rate=FS), sampling_rate=FS)
+        pk = np.asarray(info["ECG_R_Peaks"], int)
+        rr = np.diff(pk)
+        if len(pk) < 4 or rr.std() / rr.mean() > 0.1:
+            continue
+        a, b = int(0.25 * FS), int(0.55 * FS)
+        inner = pk[(pk >= a) & (pk + b <= x.shape[1])]
+        tpl = np.median(np.stack([x[:, p - a:p + b] for p in inner]), 0)
+        res = x.copy()
+        for p in pk:
+            lo, hi = max(0, p - a), min(x.shape[1], p + b)
+            res[:, lo:hi] -= tpl[:, lo - (p - a):hi - (p - a)]
+        bank.append(res.astype(np.float32))
+    if not bank:
+        raise SystemExit(f"--real_noise={folder}: no 500 Hz, >= 10 s, regular-rhythm 12-lead WFDB record found "
+                         f"({len(heas)} headers)")
+    return bank
+
+
+def _synth_one(i: int, seed: int, hp: float, bank: list | None = None
+               ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([seed, 95, i])  # a stream apart from make_data and ceiling
+    mix = bool(bank) and rng.random() < 0.5
+    sig, meta = synth.synthesize(rng, noise=0.0 if mix else 1.0)
+    if mix:  # a real residual, circularly shifted and scaled, instead of the synthesiser's noise
+        res = bank[int(rng.integers(len(bank)))]
+        sig = sig + np.roll(res, int(rng.integers(res.shape[1])), 1) * np.float32(rng.uniform(0.5, 1.5))
     y = np.array([meta["labels"][k] for k in LABELS], np.float32)
     a = np.deg2rad(meta["axis_deg"])
     aux = np.array([meta["hr"], meta["qrs_ms"], np.cos(a), np.sin(a), meta["rr_cv"]], np.float32)
     return i, model_input(sig, hp)[0], y, aux
 
 
-def synth_set(n: int, seed: int, hp: float, workers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """n synthetic records as model inputs, labels and standardised auxiliary targets (AUX_KEYS)."""
-    out = sorted(parallel_map(partial(_synth_one, seed=seed, hp=hp), range(n), workers=workers,
+def synth_set(n: int, seed: int, hp: float, workers: int, bank: list | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n synthetic records as model inputs, labels and standardised auxiliary targets (AUX_KEYS); with a noise bank,
+    half the records carry real noise instead of synthetic noise."""
+    out = sorted(parallel_map(partial(_synth_one, seed=seed, hp=hp, bank=bank), range(n), workers=workers,
                               desc=f"synth {n}", chunksize=16), key=lambda o: o[0])
     aux = np.stack([o[3] for o in out])
     aux = (aux - aux.mean(0)) / np.maximum(aux.std(0), 1e-6)
@@ -552,7 +596,8 @@ def run(cfg: Sim2RealConfig, argv_text: str = "") -> dict:
     half = np.array([half_of(n) for n in names])
     real_w = [model_input(s, cfg.highpass) for s in sigs]
     print(f"[sim2real] {len(names)} real records ({(half == 'A').sum()} A / {(half == 'B').sum()} B)", flush=True)
-    xtr, ytr, aux = synth_set(cfg.n_train, cfg.seed, cfg.highpass, cfg.workers)
+    bank = noise_bank(cfg.real_noise) if cfg.real_noise else None
+    xtr, ytr, aux = synth_set(cfg.n_train, cfg.seed, cfg.highpass, cfg.workers, bank)
     xte, yte, _ = synth_set(max(200, cfg.n_train // 5), cfg.seed + 1, cfg.highpass, cfg.workers)
     real_f = [d for _, d in sorted(parallel_map(partial(_measure_real, sigs=sigs), range(len(sigs)),
                                                 workers=cfg.workers, desc="measure real"), key=lambda o: o[0])]

@@ -39,6 +39,18 @@ def test_measure_reads_rate_regularity_and_axis():
     assert S2R.measure(af)["rr_cv"] > 0.1
 
 
+def test_noise_bank_keeps_regular_records_and_removes_the_beats(tmp_path):
+    clean, _ = synth.synthesize(np.random.default_rng(1), labels=["NORM"], hr=70, noise=0.0, extras=())
+    af, _ = synth.synthesize(np.random.default_rng(1), labels=["AFIB"], noise=0.0, extras=())
+    synth.write_wfdb(tmp_path, "clean", clean, 500)
+    synth.write_wfdb(tmp_path, "af", af, 500)
+    bank = S2R.noise_bank(str(tmp_path))
+    assert len(bank) == 1 and bank[0].shape == (12, 5000)  # the irregular (AF) record is left out
+    assert np.sqrt((bank[0] ** 2).mean()) < 0.2 * np.sqrt((clean ** 2).mean())  # the beats are gone
+    with pytest.raises(SystemExit, match="no 500 Hz"):
+        S2R.noise_bank(str(tmp_path / "none"))
+
+
 def test_verdicts_follow_the_numbers():
     assert "reaches" in S2R.verdict_zero_shot({"auroc": 0.85, "lo": 0.81, "hi": 0.9})
     assert "below" in S2R.verdict_zero_shot({"auroc": 0.6, "lo": 0.5, "hi": 0.7})
