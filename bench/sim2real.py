@@ -540,8 +540,14 @@ def render_report(res: dict, files: list[str]) -> str:
         L += ["### Which gaps closed (this synthesiser vs the one before calibration)", "",
               f"Before: {b['what']}. Zero-shot macro-AUROC (all) {b['macro_all']:.3f} → "
               f"{zs['by_subset']['all']['macro']['auroc']:.3f}; discriminator AUROC {b['disc']:.3f} → "
-              f"{rz['discriminator_auroc']:.3f}.", "",
-              "| measurement (all records) | KS before | KS now | |", "|---|---|---|---|"]
+              f"{rz['discriminator_auroc']:.3f}."]
+        now = zs["by_subset"]["all"]["macro"]
+        if "macro_ci" in b:
+            overlap = b["macro_ci"][0] <= now["hi"] and now["lo"] <= b["macro_ci"][1]
+            L.append(f"The zero-shot 95 % CIs, [{b['macro_ci'][0]:.2f}, {b['macro_ci'][1]:.2f}] before and "
+                     f"[{now['lo']:.2f}, {now['hi']:.2f}] now, {'overlap' if overlap else 'do not overlap'} (one "
+                     "training seed each; the variants below show how much the score moves between training recipes).")
+        L += ["", "| measurement (all records) | KS before | KS now | |", "|---|---|---|---|"]
         for k in SUMMARY:
             k0, k1 = b["ks"].get(k, float("nan")), rz["groups"]["all"][k]["ks"]
             tag = "closer" if k1 < k0 - 0.05 else "further" if k1 > k0 + 0.05 else "about the same"
@@ -584,6 +590,7 @@ def before_summary(path: Path) -> dict:
     b = json.loads(path.read_text())
     return {"what": f"{path.name} ({b['date']}, `{b['argv']}`)",
             "macro_all": b["zero_shot"]["by_subset"]["all"]["macro"]["auroc"],
+            "macro_ci": [b["zero_shot"]["by_subset"]["all"]["macro"][k] for k in ("lo", "hi")],
             "disc": b["realism"]["discriminator_auroc"],
             "ks": {k: v["ks"] for k, v in b["realism"]["groups"]["all"].items()}}
 
