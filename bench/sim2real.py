@@ -63,7 +63,8 @@ class Sim2RealConfig:
     threads: int = 2  # torch threads
     workers: int = 0  # synthesis / measurement processes (0: one per core)
     before: str = ""  # an earlier run's sim2real_<date>.json (e.g. before calibration) to compare the realism with
-    variants: str = ""  # comma-separated JSONs of other runs on the same real set: zero-shot paired against this run
+    variants: str = ""  # RECIPE:JSON,... other runs on the same real set (zero-shot paired against this run, means per recipe)
+    recipe: str = "this"  # this run's recipe name in the variants tables
     from_json: str = ""  # re-render the report of a finished run from its JSON (with this call's --before/--variants)
     out: str = ""  # report folder (default reports/); files sim2real_<date>.md/.json/*.png
 
@@ -556,11 +557,17 @@ def render_report(res: dict, files: list[str]) -> str:
     if res.get("variants"):
         L += ["### Variants: robust-learning tricks, each against this run", "",
               "Same real records; the difference is paired (same bootstrap resamples of records).", "",
-              "| variant (command) | macro-AUROC (all) | variant − this run | verdict |", "|---|---|---|---|"]
+              "| recipe | variant (command) | macro-AUROC (all) | variant − this run | verdict |", "|---|---|---|---|---|"]
         for v in res["variants"]:
             d = v["diff"]
-            L.append(f"| `{v['argv']}` | {_ci(v['macro'])} | {d['diff']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] | "
-                     f"{verdict_pretrain(d, 'the variant')} |")
+            L.append(f"| {v['recipe']} | `{v['argv']}` | {_ci(v['macro'])} | {d['diff']:+.3f} [{d['lo']:+.3f}, "
+                     f"{d['hi']:+.3f}] | {verdict_pretrain(d, 'the variant')} |")
+        runs: dict[str, list[float]] = {res["recipe"]: [zs["by_subset"]["all"]["macro"]["auroc"]]}
+        for v in res["variants"]:
+            runs.setdefault(v["recipe"], []).append(v["macro"]["auroc"])
+        L += ["", f"Zero-shot macro-AUROC per recipe over its runs (training seeds; this run is '{res['recipe']}'):", "",
+              "| recipe | runs | mean | min | max |", "|---|---|---|---|---|"]
+        L += [f"| {r} | {len(m)} | {np.mean(m):.3f} | {min(m):.3f} | {max(m):.3f} |" for r, m in runs.items()]
         L.append("")
     pt = res["pretrain"]
     if pt is None:
@@ -681,7 +688,7 @@ TUNING_NOTE = ("Honesty: the synthesiser's calibration (src/synth.py) ties its r
 OLD_MI = "164867002"  # SNOMED 'old myocardial infarction' (CinC OldMI): not one of labels.csv's MI codes
 
 
-def variant_summary(path: Path, res: dict) -> dict:
+def variant_summary(recipe: str, path: Path, res: dict) -> dict:
     """Another run's zero-shot macro-AUROC and its paired bootstrap difference against this run."""
     import json
     if not path.is_file():
@@ -692,7 +699,7 @@ def variant_summary(path: Path, res: dict) -> dict:
                          f"predictions); rerun it on the same --real")
     y = np.array(res["zero_shot"]["labels"], np.float32)
     mine, theirs = np.array(res["zero_shot"]["real_pred"]), np.array(v["zero_shot"]["real_pred"])
-    return {"argv": v["argv"], "macro": v["zero_shot"]["by_subset"]["all"]["macro"],
+    return {"recipe": recipe, "argv": v["argv"], "macro": v["zero_shot"]["by_subset"]["all"]["macro"],
             "diff": boot_macro_diff(y, theirs, mine, res["config"]["boot"], res["config"]["seed"])}
 
 
@@ -726,8 +733,12 @@ def main(argv=None):
         res["date"] = datetime.date.today().isoformat()
     res["tuning_note"] = TUNING_NOTE
     res["old_mi"] = old_mi_check(res)
+    res["recipe"] = cfg.recipe
     if cfg.variants:
-        res["variants"] = [variant_summary(Path(p), res) for p in cfg.variants.split(",") if p]
+        items = [v.split(":", 1) for v in cfg.variants.split(",") if v]
+        if any(len(i) != 2 for i in items):
+            raise SystemExit(f"--variants={cfg.variants}: expected RECIPE:path.json,RECIPE:path.json,...")
+        res["variants"] = [variant_summary(r, Path(p), res) for r, p in items]
     out = Path(cfg.out) if cfg.out else REPO / "reports"
     out.mkdir(parents=True, exist_ok=True)
     stem = f"sim2real_{res['date']}"

@@ -83,3 +83,8 @@ def test_toy_run_writes_report(tmp_path):
     # an earlier run's JSON as --before adds the which-gaps-closed table
     res.update(date=js["date"], tuning_note="", before=S2R.before_summary(next(out.glob("sim2real_*.json"))))
     assert "Which gaps closed" in S2R.render_report(res, ["a.png", "b.png"])
+    # a run against itself as a variant: paired difference 0, one recipe with two runs
+    js_path = next(out.glob("sim2real_*.json"))
+    res.update(recipe="toy", variants=[S2R.variant_summary("toy", js_path, res)])
+    assert res["variants"][0]["diff"]["diff"] == 0.0
+    assert "| toy | 2 |" in S2R.render_report(res, ["a.png", "b.png"])
