@@ -63,7 +63,7 @@ class Sim2RealConfig:
     threads: int = 2  # torch threads
     workers: int = 0  # synthesis / measurement processes (0: one per core)
     before: str = ""  # an earlier run's sim2real_<date>.json (e.g. before calibration) to compare the realism with
-    variants: str = ""  # RECIPE:JSON,... other runs on the same real set (zero-shot paired against this run, means per recipe)
+    variants: str = ""  # RECIPE:JSON,... other runs on the same real set: paired against this run, means per recipe
     recipe: str = "this"  # this run's recipe name in the variants tables
     before_recipe: str = "before"  # recipe name of the --before run in the per-recipe table
     from_json: str = ""  # re-render the report of a finished run from its JSON (with this call's --before/--variants)
@@ -91,7 +91,8 @@ def read_real(root: Path) -> tuple[list[str], list[np.ndarray], np.ndarray]:
     for rec, fs in zip(df["record"], df["fs"]):
         path = root / "records" / rec
         if not path.with_suffix(".hea").is_file():
-            raise SystemExit(f"{path}.hea listed in {root / 'labels.csv'} but missing: restore the record or drop its row")
+            raise SystemExit(f"{path}.hea listed in {root / 'labels.csv'} but missing: restore the record or drop "
+                             f"its row")
         r = wfdb.rdrecord(str(path))
         have = [s.upper() for s in r.sig_name]
         x = np.nan_to_num(r.p_signal.T[[have.index(k) for k in want]]).astype(np.float32)
@@ -129,7 +130,8 @@ def model_input(sig500: np.ndarray, hp: float) -> np.ndarray:
 def noise_bank(folder: str) -> list[np.ndarray]:
     """Real noise: every 500 Hz WFDB record under `folder` with a regular rhythm (lead-II RR CV <= 0.1, so no AF
     f-waves), minus its median beat placed at each R peak (-250..+550 ms): what is left is baseline wander, muscle and
-    mains noise and beat-to-beat variation, [12, 5000] each. Use records that are not scored (e.g. ../shared/fixtures)."""
+    mains noise and beat-to-beat variation, [12, 5000] each. Use records that are not scored (e.g.
+    ../shared/fixtures)."""
     import neurokit2 as nk
     import wfdb
     bank = []

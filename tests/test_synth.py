@@ -97,7 +97,8 @@ def axis_deg(sig):
 
 
 def t_amp(sig):
-    """Median over beats of the T-wave peak (largest |deflection| 150-400 ms after QRS offset) from baseline, per lead."""
+    """Median over beats of the T-wave peak (largest |deflection| 150-400 ms after QRS offset) from baseline, per
+    lead."""
     on, off, base = beats(sig)
     seg = [sig[:, b + int(0.15 * FS):b + int(0.4 * FS)] - bl[:, None] for b, bl in zip(off, base)
            if b + int(0.4 * FS) < sig.shape[1]]
