@@ -87,31 +87,51 @@ def make_net(n_out: int):
                          block(128, 128, 1), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(128, n_out))
 
 
-def fit_and_score(xtr, ytr, xte, yte, cfg: CeilingConfig) -> dict:
+def fit(net, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, seed: int, batch: int = 64,
+        min_epoch: int = 2000, aux: np.ndarray | None = None, aux_weight: float = 0.3, desc: str = "fit"):
+    """Train `net` in place on [N, 12, n] signals and [N, C] 0/1 labels: AdamW one-cycle, the image stages' weighted BCE,
+    gain jitter. An epoch is at least `min_epoch` records (small sets repeat). With `aux` ([N, A], standardised), the
+    net has C + A outputs and the extra ones regress aux (MSE, weighted `aux_weight`)."""
     import torch
     from tqdm import tqdm
-    seed_everything(cfg.seed)
-    net = make_net(len(LABELS))
-    steps_per_epoch = max(len(xtr), 2000) // 64
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
-    pos = torch.tensor(positive_weights(ytr), dtype=torch.float32)  # the image stages' BCE weighting
+    steps_per_epoch = max(len(x), min_epoch) // batch
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=max(1, epochs * steps_per_epoch))
+    pos = torch.tensor(positive_weights(y), dtype=torch.float32)
     lossf = torch.nn.BCEWithLogitsLoss(pos_weight=pos)
-    xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
-    g = torch.Generator().manual_seed(cfg.seed)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    at = None if aux is None else torch.from_numpy(aux.astype(np.float32))
+    c = y.shape[1]
+    g = torch.Generator().manual_seed(seed)
     net.train()
-    for _ in tqdm(range(cfg.epochs), desc=f"fit n={len(xtr)}", leave=False):
+    for _ in tqdm(range(epochs), desc=f"{desc} n={len(x)}", leave=False):
         for _ in range(steps_per_epoch):
-            idx = torch.randint(0, len(xt), (64,), generator=g)
-            x = xt[idx] * (1 + 0.1 * torch.randn(64, 1, 1, generator=g))  # gain jitter: amplitudes vary by device
-            loss = lossf(net(x), yt[idx])
+            idx = torch.randint(0, len(xt), (batch,), generator=g)
+            out = net(xt[idx] * (1 + 0.1 * torch.randn(batch, 1, 1, generator=g)))  # gain: amplitudes vary by device
+            loss = lossf(out[:, :c], yt[idx])
+            if at is not None:
+                loss = loss + aux_weight * torch.nn.functional.mse_loss(out[:, c:], at[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
     net.eval()
+    return net
+
+
+def predict(net, x: np.ndarray, n_out: int) -> np.ndarray:
+    """Sigmoid of the first n_out outputs, in batches of 256."""
+    import torch
+    net.eval()
     with torch.no_grad():
-        p = torch.sigmoid(torch.cat([net(torch.from_numpy(xte[i:i + 256])) for i in range(0, len(xte), 256)])).numpy()
+        out = [net(torch.from_numpy(x[i:i + 256]))[:, :n_out] for i in range(0, len(x), 256)]
+    return torch.sigmoid(torch.cat(out)).numpy()
+
+
+def fit_and_score(xtr, ytr, xte, yte, cfg: CeilingConfig) -> dict:
+    seed_everything(cfg.seed)
+    net = fit(make_net(len(LABELS)), xtr, ytr, cfg.epochs, cfg.lr, cfg.seed)
+    p = predict(net, xte, len(LABELS))
     return {"macro_auroc": macro_auroc(yte, p, LABELS, skip_degenerate=True),
             "per_class": per_class_auroc(yte, p, LABELS, skip_degenerate=True)}
 

@@ -1,0 +1,90 @@
+"""bench/sim2real.py: bootstrap CIs, windows, the independent measurements, and a toy-size end-to-end run on a fake
+'real' folder (synthetic records written as WFDB with a labels.csv in the dev set's layout)."""
+import json
+
+import numpy as np
+import pytest
+
+from bench import sim2real as S2R
+from src import synth
+from src.config import LABELS
+
+pytest.importorskip("neurokit2")
+
+
+def test_boot_auroc_known_answers():
+    y = np.array([[0], [0], [0], [1], [1], [1]] * 3, float)
+    perfect = S2R.boot_auroc(y, y.copy(), 200, 0, ["X"])
+    assert perfect["X"]["auroc"] == perfect["X"]["lo"] == perfect["X"]["hi"] == 1.0
+    rng = np.random.default_rng(0)
+    p = rng.random(y.shape)
+    r = S2R.boot_auroc(y, p, 300, 0, ["X"])
+    assert r["X"]["lo"] <= r["X"]["auroc"] <= r["X"]["hi"] and r["X"]["n_pos"] == 9
+    d = S2R.boot_macro_diff(y, y.copy(), p, 200, 0)
+    assert d["diff"] == pytest.approx(1.0 - r["X"]["auroc"]) and d["lo"] <= d["diff"] <= d["hi"]
+
+
+def test_model_input_windows_and_padding():
+    x = np.zeros((12, 25 * 500), np.float32)
+    assert S2R.model_input(x, 0.5).shape == (2, 12, 1000)  # 25 s -> two whole 10 s windows
+    assert S2R.model_input(x[:, :4000], 0.5).shape == (1, 12, 1000)  # 8 s -> padded to one window
+
+
+def test_measure_reads_rate_regularity_and_axis():
+    sig, meta = synth.synthesize(np.random.default_rng(3), labels=["NORM"], hr=75, noise=0.0, extras=())
+    f = S2R.measure(sig)
+    assert abs(f["hr"] - meta["hr"]) < 3 and f["rr_cv"] < 0.08
+    assert abs(f["axis_deg"] - meta["axis_deg"]) < 30
+    af, _ = synth.synthesize(np.random.default_rng(3), labels=["AFIB"], noise=0.0, extras=())
+    assert S2R.measure(af)["rr_cv"] > 0.1
+
+
+def test_noise_bank_keeps_regular_records_and_removes_the_beats(tmp_path):
+    clean, _ = synth.synthesize(np.random.default_rng(1), labels=["NORM"], hr=70, noise=0.0, extras=())
+    af, _ = synth.synthesize(np.random.default_rng(1), labels=["AFIB"], noise=0.0, extras=())
+    synth.write_wfdb(tmp_path, "clean", clean, 500)
+    synth.write_wfdb(tmp_path, "af", af, 500)
+    bank = S2R.noise_bank(str(tmp_path))
+    assert len(bank) == 1 and bank[0].shape == (12, 5000)  # the irregular (AF) record is left out
+    assert np.sqrt((bank[0] ** 2).mean()) < 0.2 * np.sqrt((clean ** 2).mean())  # the beats are gone
+    with pytest.raises(SystemExit, match="no 500 Hz"):
+        S2R.noise_bank(str(tmp_path / "none"))
+
+
+def test_verdicts_follow_the_numbers():
+    assert "reaches" in S2R.verdict_zero_shot({"auroc": 0.85, "lo": 0.81, "hi": 0.9})
+    assert "below" in S2R.verdict_zero_shot({"auroc": 0.6, "lo": 0.5, "hi": 0.7})
+    assert "helps" in S2R.verdict_pretrain({"diff": 0.1, "lo": 0.02, "hi": 0.2})
+    assert "not resolved" in S2R.verdict_pretrain({"diff": 0.1, "lo": -0.02, "hi": 0.2})
+
+
+def test_toy_run_writes_report(tmp_path):
+    import pandas as pd
+    root = tmp_path / "real"
+    rows = []
+    for i in range(12):
+        labels = [["NORM"], ["IMI_old"], ["AFIB"], ["LVH"], ["CRBBB"], ["TINV"]][i % 6]
+        sig, meta = synth.synthesize(np.random.default_rng([9, i]), labels=labels, seconds=12.0 if i % 4 else 10.0)
+        synth.write_wfdb(root / "records" / "toy", f"T{i:03d}", sig, 500)
+        rows.append({"source": "toy", "record": f"toy/T{i:03d}", "fs": 500, "n_samples": sig.shape[1],
+                     **meta["labels"], "NORM": int(labels == ["NORM"]), "raw_labels": ""})
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    out = tmp_path / "rep"
+    res = S2R.main([f"--real={root}", "--n_train=64", "--epochs=1", "--n_stats=12", "--folds=2", "--ft_seeds=1",
+                    "--ft_epochs=1", "--boot=20", "--workers=1", "--threads=1", f"--out={out}"])
+    md = next(out.glob("sim2real_*.md")).read_text()
+    assert "## 1. Signal route, zero-shot" in md and "discriminator" in md and "Verdict" in md
+    assert len(list(out.glob("sim2real_*.png"))) == 2
+    js = json.loads(next(out.glob("sim2real_*.json")).read_text())
+    assert js["n_real"] == 12 and set(js["zero_shot"]["by_subset"]) == {"all", "half A", "half B"}
+    m = res["zero_shot"]["by_subset"]["all"]["macro"]
+    assert 0 <= m["lo"] <= m["hi"] <= 1 and set(res["pretrain"]) >= {"random_init", "synthetic_pretrained", "diff"}
+    assert 0 <= res["realism"]["discriminator_auroc"] <= 1
+    # an earlier run's JSON as --before adds the which-gaps-closed table
+    res.update(date=js["date"], tuning_note="", before=S2R.before_summary(next(out.glob("sim2real_*.json"))))
+    assert "Which gaps closed" in S2R.render_report(res, ["a.png", "b.png"])
+    # a run against itself as a variant: paired difference 0, one recipe with two runs
+    js_path = next(out.glob("sim2real_*.json"))
+    res.update(recipe="toy", variants=[S2R.variant_summary("toy", js_path, res)])
+    assert res["variants"][0]["diff"]["diff"] == 0.0
+    assert "| toy | 2 |" in S2R.render_report(res, ["a.png", "b.png"])
