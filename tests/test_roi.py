@@ -50,8 +50,10 @@ def _scan(seed):
 # (seed, grid colour, artefacts the seed is chosen for): a noisy, colour-shifted, creased and tilted red grid under a
 # header (the case where a white header strip used to pass for the sheet and the header text for the traces), other
 # noisy tinted grids, and grey / black ones that have no chroma to find.
-SCANS = [(26, "red", {"noise", "crease", "color_temp", "rotate"}), (28, "red", {"noise", "rotate"}),
-         (6, "pink", {"noise", "salt"}), (10, "grey", {"noise", "color_temp"}), (9, "bw", {"noise", "blur"})]
+# Seeds re-chosen after the synthesiser's 2026-12-07 calibration (it draws more numbers per record, which moves the
+# page parameters each seed gets).
+SCANS = [(319, "red", {"noise", "crease", "color_temp", "rotate"}), (179, "red", {"noise", "rotate"}),
+         (677, "pink", {"noise", "salt"}), (104, "grey", {"noise", "color_temp"}), (38, "bw", {"noise", "blur"})]
 
 
 @pytest.mark.parametrize("seed,grid,artefacts", SCANS)
