@@ -60,6 +60,7 @@ import pandas as pd
 from .config import find_input, parse_args, paths
 from .engine import autocast, loader_workers, setup_runtime, to_input
 from .run import FoldModel, RunFolder, gather_folds, load_fold_models, resolve_runs, shared_preprocess_config
+from .sources import require_valid_competition
 from .utils import ImageReadError, imread, opencv_before_fork, write_csv, write_json
 
 VOTES = ("hard_tiebreak", "hard", "soft", "rank")
@@ -167,6 +168,8 @@ def competition_files(cfg: InferConfig, run_cfg: dict) -> tuple[Path, Path]:
     test_dir = resolve(cfg.test_dir) if cfg.test_dir else sample.parent / "test"
     if not test_dir.is_dir():
         raise SystemExit(f"test image folder {test_dir} not found; pass --test_dir")
+    if (sample.parent / "train.csv").is_file() and test_dir.resolve() == (sample.parent / "test").resolve():
+        require_valid_competition(sample.parent, "infer", splits=("test",))  # a competition folder: its tables too
     return sample, test_dir
 
 

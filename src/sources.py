@@ -52,7 +52,7 @@ import pandas as pd
 
 from .config import LABELS, find_input
 from .signals import CODE15_FS
-from .utils import ImageReadError, looks_truncated, imread, parallel_map, write_csv
+from .utils import ImageReadError, looks_truncated, imread, parallel_map
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Default dataset folder names (under input/ or /kaggle/input/); src/download.py unpacks into these.
@@ -207,7 +207,7 @@ def competition_columns(table: str | Path) -> tuple[str, list[str]]:
     return "id", [c for c in LABELS if c in cols]
 
 
-def validate_competition(root: str | Path) -> dict:
+def validate_competition(root: str | Path, splits: tuple[str, ...] = ("train", "test")) -> dict:
     """Every problem of a competition folder at once, found in seconds (no image is decoded), so a bad table stops a
     run before its first long step instead of an hour later:
       errors   the run cannot go on: a missing or unreadable train.csv / sample_submission.csv, an id or label column
@@ -215,7 +215,8 @@ def validate_competition(root: str | Path) -> dict:
                values and the first rows), duplicate ids, a missing train/ or test/ folder;
       skipped  the run goes on without them, and every stage lists them the same way: train and test ids with no
                image file.
-    Returns {"errors": [str], "skipped": [{"split", "id", "error"}], "n_train", "n_test"}."""
+    `splits` names the image folders a stage needs (Stage II: train only; inference: test only); the tables are
+    always checked. Returns {"errors": [str], "skipped": [{"split", "id", "error"}], "n_train", "n_test"}."""
     root = Path(root)
     errors: list[str] = []
     skipped: list[dict] = []
@@ -258,6 +259,8 @@ def validate_competition(root: str | Path) -> dict:
         dup = ids[ids.duplicated()].unique()
         if len(dup):
             errors.append(f"{root / name}: {len(dup)} id(s) appear more than once, e.g. {list(dup[:5])}")
+        if split not in splits:
+            continue
         folder = root / split
         if not folder.is_dir():
             errors.append(f"{folder}: not found (the {split} images of {name})")
@@ -269,10 +272,10 @@ def validate_competition(root: str | Path) -> dict:
             "n_test": 0 if sub is None else len(sub)}
 
 
-def require_valid_competition(root: str | Path, stage: str) -> dict:
+def require_valid_competition(root: str | Path, stage: str, splits: tuple[str, ...] = ("train", "test")) -> dict:
     """validate_competition, then: errors -> SystemExit listing all of them; ids without an image -> one line per split
     on stderr (they are skipped by every stage). Returns the report."""
-    rep = validate_competition(root)
+    rep = validate_competition(root, splits)
     if rep["errors"]:
         lines = "\n".join(f"  {i + 1}. {e}" for i, e in enumerate(rep["errors"]))
         raise SystemExit(f"[{stage}] the competition folder {root} has {len(rep['errors'])} problem(s); fix them and "

@@ -38,6 +38,7 @@ from .engine import run_stage, FitConfig, barrier, fit, setup_runtime
 from .model import check_pretrained, create_model, init_from_checkpoint, load_checkpoint
 from .run import RunFolder, input_record, select_folds
 from .score import macro_auroc, per_class_auroc
+from .sources import require_valid_competition
 from .utils import imread, seed_everything, write_json
 
 
@@ -81,7 +82,10 @@ def choose_thresholds(y: np.ndarray, p: np.ndarray, labels: list[str], method: s
 
 
 def load_table(cfg: TrainConfig) -> tuple[pd.DataFrame, list[str]]:
-    table, labels = read_competition_table(find_input(cfg.train_csv))
+    train_csv = find_input(cfg.train_csv)
+    if (train_csv.parent / "sample_submission.csv").is_file():  # a competition: every table problem now, not later
+        require_valid_competition(train_csv.parent, "train", splits=("train",))
+    table, labels = read_competition_table(train_csv)
     folds_path = find_input(cfg.folds_csv)
     folds = pd.read_csv(folds_path, dtype={"id": str})
     if not {"id", "fold"} <= set(folds.columns):

@@ -2,10 +2,9 @@
 
 Each test feeds one kind of fault and checks the kit's promise: problems of a table are all listed before any long
 step; one missing or broken image is skipped and listed, never a dead run; a record that would make a misleading page
-is skipped with its reason; a run killed with SIGKILL resumes to exactly what an uninterrupted run makes. Faults whose
-checks live beside their stage are tested there: unreadable test images, an unwritable output folder, mixed fold
-architectures and the vote's fill (tests/test_infer.py), submissions with NaN/inf (tests/test_score.py), a missing
---init checkpoint (tests/test_train.py)."""
+is skipped with its reason; a run killed with SIGKILL resumes to exactly what an uninterrupted run makes. Faults that
+need a trained run folder are tested beside it in tests/test_infer.py (its tiny_run fixture): unreadable test images
+and --max_unreadable, an unwritable output folder, mixed fold architectures, the vote's fill of unreadable images."""
 import os
 import signal
 import subprocess
@@ -206,3 +205,47 @@ def test_sigkill_during_cache_building_then_resume_is_byte_identical(tmp_path):
     for f in full_files:
         a, b = (tmp_path / "full" / f).read_bytes(), (cut / f).read_bytes()
         assert a == b, f
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stage options and submissions
+# ----------------------------------------------------------------------------------------------------------------
+def test_stage2_checks_the_tables_before_reading_the_cache(tmp_path):
+    from src import train
+    comp = _competition(tmp_path / "comp")
+    t = pd.read_csv(comp / "train.csv")
+    t.loc[1, "HYP"] = -1
+    t.to_csv(comp / "train.csv", index=False)
+    (tmp_path / "folds.csv").write_text("id,fold\n")
+    with pytest.raises(SystemExit, match=r"(?s)\[train\] the competition folder .* column HYP holds 1 value"):
+        train.main([f"--train_csv={comp / 'train.csv'}", f"--folds_csv={tmp_path / 'folds.csv'}",
+                    f"--cache={tmp_path / 'no-cache'}", "--arch=convnext_atto", f"--name={tmp_path / 'run'}"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_init_checkpoint_is_named_before_anything_is_written(tmp_path):
+    from src import train
+    missing = tmp_path / "stage1" / "best.pt"
+    with pytest.raises(SystemExit, match=f"checkpoint not found: {missing}"):
+        train.main([f"--train_csv={tmp_path / 'train.csv'}", f"--folds_csv={tmp_path / 'f.csv'}",
+                    f"--cache={tmp_path / 'c'}", f"--init={missing}", f"--name={tmp_path / 'run'}"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_submissions_with_inf_or_nan_are_rejected(tmp_path):
+    from src import score
+    sol = pd.DataFrame({"id": ["a", "b", "c", "d"], **{lb: [0, 1, 0, 1] for lb in LABELS}})
+    sol.to_csv(tmp_path / "sol.csv", index=False)
+    for bad in (np.inf, -np.inf, np.nan):
+        sub = sol.assign(MI=[0.1, bad, 0.3, 0.9])
+        sub.to_csv(tmp_path / "sub.csv", index=False)
+        with pytest.raises((SystemExit, ValueError), match="MI"):
+            score.main([f"--submission={tmp_path / 'sub.csv'}", f"--solution={tmp_path / 'sol.csv'}"])
+
+
+def test_help_keeps_each_option_comment_whole():
+    r = subprocess.run([sys.executable, "-m", "src.infer", "--help"], cwd=REPO, env=_env(), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0
+    line = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith("--vote="))
+    assert "hard (the paper's: share of folds above their threshold) | soft (mean probability) | rank" in line
