@@ -25,6 +25,7 @@ import pandas as pd
 
 from src import config as kit_config
 from src.config import LABELS
+from src.score import boot_macro_auroc
 from src.run import RunFolder
 from src.utils import write_text
 
@@ -285,21 +286,6 @@ def _stat(rs: list[dict], key: str = "test_auroc", boot: str = "test_boot_sd") -
         seed_sd = float(np.std(v, ddof=1))
         return float(np.mean(v)), math.hypot(seed_sd, boot_sd) if b else seed_sd
     return v[0], boot_sd
-
-
-def boot_macro_auroc(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Macro-AUROC of every bootstrap resample (rows of idx) at once: per label the Mann-Whitney statistic on average
-    ranks (ties count half, as in sklearn), labels without both outcomes in a resample skipped."""
-    from scipy.stats import rankdata
-    per = []
-    for j in range(y.shape[1]):
-        yy, r = y[idx, j], rankdata(p[idx, j], axis=1)
-        n1 = yy.sum(1)
-        n0 = yy.shape[1] - n1
-        with np.errstate(invalid="ignore", divide="ignore"):
-            a = ((r * yy).sum(1) - n1 * (n1 + 1) / 2) / (n1 * n0)
-        per.append(np.where((n1 > 0) & (n0 > 0), a, np.nan))
-    return np.nanmean(np.stack(per, 1), 1)
 
 
 def paired_sd(terms: list[tuple[list[dict], float]], n_boot: int = 500) -> float | None:

@@ -35,7 +35,7 @@ import numpy as np
 from bench.ceiling import apply_view, fit, make_net, predict
 from src import synth
 from src.config import LABELS, LEADS, REPO, parse_args
-from src.score import binary_auroc, macro_auroc
+from src.score import binary_auroc, boot_macro_auroc, macro_auroc, per_class_auroc
 from src.utils import parallel_map, seed_everything, set_threads, write_json, write_text
 
 FS, HZ, SECONDS = 500, 100, 10.0
@@ -199,46 +199,35 @@ def predict_records(net, windows: list[np.ndarray]) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------------
 # Bootstrap AUROC
 # ----------------------------------------------------------------------------------------------------------------
+def _percentile_ci(draws: np.ndarray) -> tuple[float, float]:
+    d = draws[~np.isnan(draws)]
+    return (float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))) if len(d) else (float("nan"), float("nan"))
+
+
 def boot_auroc(y: np.ndarray, p: np.ndarray, n_boot: int, seed: int, labels=LABELS) -> dict:
     """Per-class and macro AUROC with 95 % percentile bootstrap CIs (records resampled; a resample where a class has
     one value only is skipped for that class, and the macro of a resample averages the classes it defines)."""
-    rng = np.random.default_rng(seed)
-    n, c = y.shape
-    point = {k: (binary_auroc(y[:, j], p[:, j]) if 0 < y[:, j].sum() < n else float("nan"))
-             for j, k in enumerate(labels)}
-    draws = np.full((n_boot, c), np.nan)
-    for b in range(n_boot):
-        idx = rng.integers(0, n, n)
-        for j in range(c):
-            yj = y[idx, j]
-            if 0 < yj.sum() < n:
-                draws[b, j] = binary_auroc(yj, p[idx, j])
+    idx = np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))
+    point = per_class_auroc(y, p, labels, skip_degenerate=True)
     out = {}
     for j, k in enumerate(labels):
-        d = draws[:, j][~np.isnan(draws[:, j])]
-        out[k] = {"auroc": point[k], "lo": float(np.percentile(d, 2.5)) if len(d) else float("nan"),
-                  "hi": float(np.percentile(d, 97.5)) if len(d) else float("nan"), "n_pos": int(y[:, j].sum())}
+        lo, hi = _percentile_ci(boot_macro_auroc(y[:, [j]], p[:, [j]], idx))
+        out[k] = {"auroc": point[k], "lo": lo, "hi": hi, "n_pos": int(y[:, j].sum())}
     defined = [v for v in point.values() if not np.isnan(v)]
-    macro = np.array([np.mean(r[~np.isnan(r)]) for r in draws if (~np.isnan(r)).any()])
-    out["macro"] = {"auroc": float(np.mean(defined)) if defined else float("nan"),
-                    "lo": float(np.percentile(macro, 2.5)) if len(macro) else float("nan"),
-                    "hi": float(np.percentile(macro, 97.5)) if len(macro) else float("nan"),
+    lo, hi = _percentile_ci(boot_macro_auroc(y, p, idx))
+    out["macro"] = {"auroc": float(np.mean(defined)) if defined else float("nan"), "lo": lo, "hi": hi,
                     "n_pos": int(len(y))}
     return out
 
 
 def boot_macro_diff(y: np.ndarray, p1: np.ndarray, p0: np.ndarray, n_boot: int, seed: int) -> dict:
     """Paired bootstrap of macro-AUROC(p1) - macro-AUROC(p0) on the same resamples."""
-    rng = np.random.default_rng(seed)
-    n = len(y)
-
-    def macro(idx, p):
-        v = [binary_auroc(y[idx, j], p[idx, j]) for j in range(y.shape[1]) if 0 < y[idx, j].sum() < len(idx)]
-        return float(np.mean(v))
-    all_ = np.arange(n)
-    d = np.array([macro(idx, p1) - macro(idx, p0) for idx in (rng.integers(0, n, n) for _ in range(n_boot))])
-    return {"diff": macro(all_, p1) - macro(all_, p0), "lo": float(np.percentile(d, 2.5)),
-            "hi": float(np.percentile(d, 97.5)), "p_le_0": float((d <= 0).mean())}
+    idx = np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))
+    d = boot_macro_auroc(y, p1, idx) - boot_macro_auroc(y, p0, idx)
+    d = d[~np.isnan(d)]
+    all_ = np.arange(len(y))[None]
+    return {"diff": float((boot_macro_auroc(y, p1, all_) - boot_macro_auroc(y, p0, all_))[0]),
+            "lo": float(np.percentile(d, 2.5)), "hi": float(np.percentile(d, 97.5)), "p_le_0": float((d <= 0).mean())}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def make_image(signal, fs, rng: np.random.Generator, style: str = "scan", hw=Non
     params = render.sample_params(rng, style) if params is None else dataclasses.replace(params)
     if leads is not None:
         render.adapt_layout(params, leads)
-    pp = photo.sample_photo_params(rng, out_hw=hw) if style == "photo" and photo_params is None else photo_params
+    pp = (photo_params or photo.sample_photo_params(rng, out_hw=hw)) if style == "photo" else None
     params.dpi = page_dpi(params, hw, pp)
     page, meta, gain = render.draw_page(signal, fs, params, rng, defer_gain=pp is not None)
     if pp is not None:

@@ -77,16 +77,6 @@ def paths() -> Paths:
 KAGGLE_MOUNT_PATTERNS = ("*", "*/*")
 
 
-def _input_candidates(rel: Path) -> list[Path]:
-    """Where `rel` (a slug, or slug/sub/path) may live: each read root, then on Kaggle the nested mounts."""
-    out = [d / rel for d in paths().read_inputs]
-    if on_kaggle() and not any(c in str(rel) for c in "*?["):  # a pattern is for find_inputs
-        mounts = paths().read_inputs[-1]  # /kaggle/input
-        for pat in KAGGLE_MOUNT_PATTERNS:
-            out += sorted(m / rel.relative_to(rel.parts[0]) for m in mounts.glob(f"{pat}/{rel.parts[0]}"))
-    return out
-
-
 def find_input(name: str | Path) -> Path:
     """A dataset folder by slug (`ecg-synth-comp`) or by path. Raises with the places searched."""
     p = Path(name)
@@ -94,9 +84,9 @@ def find_input(name: str | Path) -> Path:
         if not p.exists():
             raise FileNotFoundError(f"{p} does not exist")
         return p.resolve()
-    for t in (_input_candidates(p) if p.parts else []):
-        if t.exists():
-            return t
+    hits = find_inputs(str(p)) if p.parts and not any(c in str(p) for c in "*?[") else []  # a pattern: find_inputs
+    if hits:
+        return hits[0]  # the read roots first, then Kaggle's nested mounts
     tried = [d / p for d in paths().read_inputs]
     if on_kaggle():
         tried += [paths().read_inputs[-1] / pat / p for pat in KAGGLE_MOUNT_PATTERNS]

@@ -43,7 +43,7 @@ from .config import config_dict
 from .data import ShardedSampler, make_loader
 from .model import norm_tensors
 from .score import macro_auroc, per_class_auroc
-from .utils import dist_env, set_threads, write_json
+from .utils import default_workers, dist_env, set_threads, write_json
 
 @dataclasses.dataclass
 class FitConfig:
@@ -109,8 +109,7 @@ def amp_dtype(mode: str, device):
 
 def _cores_per_rank() -> int:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist_env()[2]))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // local_world)
+    return max(1, default_workers() // local_world)
 
 
 def loader_workers(workers: int) -> int:

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> Path:
     except FileNotFoundError as e:
         raise SystemExit(f"--train_csv: {e}") from None
     if (src.parent / "sample_submission.csv").is_file():  # a competition folder: all its problems at once, now
-        require_valid_competition(src.parent, "folds")
+        require_valid_competition(src.parent, "folds", splits=())
     id_col, label_cols = competition_columns(src)  # named by sample_submission.csv when it is beside train.csv
     df = pd.read_csv(src, dtype={id_col: str})
     if id_col not in df.columns:

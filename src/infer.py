@@ -169,7 +169,7 @@ def competition_files(cfg: InferConfig, run_cfg: dict) -> tuple[Path, Path]:
     if not test_dir.is_dir():
         raise SystemExit(f"test image folder {test_dir} not found; pass --test_dir")
     if (sample.parent / "train.csv").is_file() and test_dir.resolve() == (sample.parent / "test").resolve():
-        require_valid_competition(sample.parent, "infer", splits=("test",))  # a competition folder: its tables too
+        require_valid_competition(sample.parent, "infer", splits=())  # its tables; images are counted below
     return sample, test_dir
 
 

@@ -264,7 +264,7 @@ def resolve_sources(src: str | Path) -> pd.DataFrame:
     if src.is_file() and src.suffix.lower() in IMAGE_EXTS:
         return pd.DataFrame({"id": [src.stem], "path": [str(src)]})
     if (src.parent if src.is_file() else src).joinpath("sample_submission.csv").is_file():
-        require_valid_competition(src.parent if src.is_file() else src, "preprocess")  # every table problem, now
+        require_valid_competition(src.parent if src.is_file() else src, "preprocess", splits=())  # the tables, now
     if src.is_file() and src.suffix.lower() == ".csv":
         id_col = competition_columns(src)[0]  # sample_submission.csv's first column when it is beside
         df = pd.read_csv(src, dtype={id_col: str})
@@ -378,7 +378,7 @@ def _check_config(dst: Path, job: CacheJob) -> None:
                              f"delete {dst}")
         return
     # src: the images it was built from (src.pretrain finds their labels through it)
-    write_text(f, yaml.safe_dump({**pixels, **want, "pixels_version": PIXELS_VERSION, "src": str(job.src)},
+    write_text(f, yaml.safe_dump({**pixels, "roi_weights_sha256": want["roi_weights_sha256"], "pixels_version": PIXELS_VERSION, "src": str(job.src)},
                                  sort_keys=False))
 
 

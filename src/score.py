@@ -98,6 +98,21 @@ def macro_auroc(y_true, y_score, labels: Sequence[str] | None = None, skip_degen
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def boot_macro_auroc(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Macro-AUROC of every bootstrap resample (rows of idx) at once: per label the Mann-Whitney statistic on average
+    ranks (ties count half, as in sklearn), labels without both outcomes in a resample skipped."""
+    from scipy.stats import rankdata
+    per = []
+    for j in range(y.shape[1]):
+        yy, r = y[idx, j], rankdata(p[idx, j], axis=1)
+        n1 = yy.sum(1)
+        n0 = yy.shape[1] - n1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            a = ((r * yy).sum(1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+        per.append(np.where((n1 > 0) & (n0 > 0), a, np.nan))
+    return np.nanmean(np.stack(per, 1), 1)
+
+
 def per_class_f1(y_true, y_score, thresholds: float | Sequence[float] = 0.5,
                  labels: Sequence[str] | None = None) -> dict[str, float]:
     """{label: F1} with `score >= threshold` as positive; NaN where a class has no positives and no predictions."""

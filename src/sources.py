@@ -160,6 +160,11 @@ def finish_table(df: pd.DataFrame, skipped: list[dict], source: str, labels=LABE
     return df
 
 
+# The label values a table may hold, as text (stripped, lower case): blank/unknown, 1, 0.
+LABEL_TEXT = {"": np.nan, "nan": np.nan, "none": np.nan, "true": 1.0, "1": 1.0, "1.0": 1.0, "false": 0.0, "0": 0.0,
+              "0.0": 0.0}
+
+
 def _as_float01(series: pd.Series, where: str) -> pd.Series:
     """0/1/True/False/blank -> 1.0/0.0/NaN; anything else is an error naming the file and column."""
     def conv(v):
@@ -167,12 +172,8 @@ def _as_float01(series: pd.Series, where: str) -> pd.Series:
             return np.nan
         if isinstance(v, str):
             s = v.strip().lower()
-            if s in ("", "nan", "none"):
-                return np.nan
-            if s in ("true", "1", "1.0"):
-                return 1.0
-            if s in ("false", "0", "0.0"):
-                return 0.0
+            if s in LABEL_TEXT:
+                return LABEL_TEXT[s]
             raise ValueError(f"{where}: value {v!r} is not 0/1")
         f = float(v)
         if f not in (0.0, 1.0):
@@ -232,11 +233,10 @@ def validate_competition(root: str | Path, splits: tuple[str, ...] = ("train", "
     sub, train = tables.get("sample_submission.csv"), tables.get("train.csv")
     id_col, label_cols = "id", []
     if sub is not None:
-        if len(sub.columns) < 2:
-            errors.append(f"{root / 'sample_submission.csv'}: needs an id column and label columns, found "
-                          f"{list(sub.columns)}")
-        else:
-            id_col, label_cols = sub.columns[0], list(sub.columns[1:])
+        try:
+            id_col, label_cols = competition_columns(root / "sample_submission.csv")
+        except ValueError as e:
+            errors.append(str(e))
     if train is not None and sub is not None:
         missing = [c for c in [id_col, *label_cols] if c not in train.columns]
         if missing:
@@ -246,7 +246,7 @@ def validate_competition(root: str | Path, splits: tuple[str, ...] = ("train", "
             if c not in train.columns:
                 continue
             v = train[c].str.strip().str.lower()
-            bad = ~v.isin(["", "nan", "0", "1", "0.0", "1.0", "true", "false"])
+            bad = ~v.isin(list(LABEL_TEXT))
             if bad.any():
                 rows = (np.flatnonzero(bad.to_numpy())[:3] + 2).tolist()  # file line numbers (header is line 1)
                 errors.append(f"{root / 'train.csv'}: column {c} holds {int(bad.sum())} value(s) other than 0/1/empty "

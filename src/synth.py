@@ -178,7 +178,7 @@ def _sinus_onsets(rng, hr: float, seconds: float, marked: bool = False) -> np.nd
     return -POST - rng.uniform(0, rr0) + np.cumsum(rr)
 
 
-def _af_onsets(rng, hr: float, seconds: float) -> tuple[np.ndarray, float]:
+def _af_onsets(rng, hr: float, seconds: float) -> np.ndarray:
     """AF: irregularly irregular RR, CV 15-30 % (ventricular response 60-150/min); the draw is standardised so the
     RR intervals inside the record have exactly the sampled mean and CV."""
     rr0, cv = 60.0 / hr, rng.uniform(0.16, 0.3)
@@ -189,7 +189,7 @@ def _af_onsets(rng, hr: float, seconds: float) -> tuple[np.ndarray, float]:
     sel = rr[inside] if inside.sum() >= 3 else rr
     rr = rr0 + (rr - sel.mean()) * (cv * rr0 / max(sel.std(), 1e-6))
     rr = np.maximum(rr, 0.3)
-    return t[0] + np.cumsum(np.concatenate([[0.0], rr])), cv
+    return t[0] + np.cumsum(np.concatenate([[0.0], rr]))
 
 
 def _afl(rng, hr: float | None, seconds: float, n: int, fs: int, P) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -339,7 +339,7 @@ def synthesize(rng: np.random.Generator, labels=None, fs: int = 500, seconds: fl
     info: dict = {}
     fa = None
     if af:
-        onsets, _ = _af_onsets(rng, hr, seconds)
+        onsets = _af_onsets(rng, hr, seconds)
     elif afl:
         onsets, fa, fl = _afl(rng, hr if hr_given else None, seconds, n, fs, P)
         info.update(fl)

@@ -84,7 +84,7 @@ def choose_thresholds(y: np.ndarray, p: np.ndarray, labels: list[str], method: s
 def load_table(cfg: TrainConfig) -> tuple[pd.DataFrame, list[str]]:
     train_csv = find_input(cfg.train_csv)
     if (train_csv.parent / "sample_submission.csv").is_file():  # a competition: every table problem now, not later
-        require_valid_competition(train_csv.parent, "train", splits=("train",))
+        require_valid_competition(train_csv.parent, "train", splits=())  # images: from the cache
     table, labels = read_competition_table(train_csv)
     folds_path = find_input(cfg.folds_csv)
     folds = pd.read_csv(folds_path, dtype={"id": str})
