@@ -88,7 +88,7 @@ def run_one(cfg: MemoryConfig, amp: str, ckpt: bool, batch: int) -> dict:
 
 def plan(cfg: MemoryConfig, params: int, per_image: float, per_step: float, ranks: int) -> tuple[list[str], int]:
     """The GPU arithmetic (lines to print) and the largest micro-batch that fits (0: none)."""
-    from src.engine import BATCH_FIT_HEADROOM
+    from src.engine import BATCH_FIT_HEADROOM, choose_micro_batch
     state = params * 4 * (1 + 2 + cfg.ema + (ranks > 1))  # fp32 weights, AdamW moments, EMA, DDP buckets
     limit = (1 - BATCH_FIT_HEADROOM) * cfg.gpu_gib * GIB
     room = limit - state - per_step
@@ -99,7 +99,10 @@ def plan(cfg: MemoryConfig, params: int, per_image: float, per_step: float, rank
              f"{per_step / GIB:.2f} GiB; left {room / GIB:.2f} GiB / {per_image / GIB:.2f} GiB per image -> "
              f"up to {fit} image(s) per micro-batch"]
     per_rank = cfg.batch_size // ranks
-    micro = max([d for d in range(1, per_rank + 1) if per_rank % d == 0 and d <= fit], default=0)
+    try:  # the batch fit's own rule, on the estimated peak of each micro-batch
+        micro = choose_micro_batch(per_rank, per_rank, lambda m: state + per_step + m * per_image, limit)["micro_batch"]
+    except SystemExit:
+        micro = 0
     lines.append(f"      batch {cfg.batch_size} = micro-batch {micro} x accum {per_rank // micro} x ranks {ranks}"
                  if micro else f"      batch {cfg.batch_size}: not even one image fits")
     return lines, fit
