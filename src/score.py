@@ -110,7 +110,9 @@ def boot_macro_auroc(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarra
         with np.errstate(invalid="ignore", divide="ignore"):
             a = ((r * yy).sum(1) - n1 * (n1 + 1) / 2) / (n1 * n0)
         per.append(np.where((n1 > 0) & (n0 > 0), a, np.nan))
-    return np.nanmean(np.stack(per, 1), 1)
+    per = np.stack(per, 1)
+    defined = (~np.isnan(per)).sum(1)
+    return np.where(defined > 0, np.nansum(per, 1) / np.maximum(defined, 1), np.nan)  # NaN: no label defined
 
 
 def per_class_f1(y_true, y_score, thresholds: float | Sequence[float] = 0.5,
