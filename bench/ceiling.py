@@ -23,6 +23,7 @@ import numpy as np
 from src import synth
 from src.config import LABELS, LEADS, parse_args, paths
 from src.engine import positive_weights
+from src.model import make_signal_net as make_net  # the signal route's 1D CNN (ecgka_sig1d)
 from src.score import macro_auroc, per_class_auroc
 from src.utils import parallel_map, seed_everything, set_threads, write_json
 
@@ -75,16 +76,6 @@ def apply_view(x: np.ndarray, view: str, fs: int = 500) -> np.ndarray:
     elif kind != "full":
         raise ValueError(f"view {view!r}: kind must be full or 3x4")
     return y.astype(np.float32)
-
-
-def make_net(n_out: int):
-    import torch.nn as nn
-
-    def block(cin, cout, stride):
-        return nn.Sequential(nn.Conv1d(cin, cout, 7, stride, 3, bias=False), nn.BatchNorm1d(cout), nn.ReLU(True))
-    # stride-2 blocks until ~1/16 of the input; global pooling keeps it length-agnostic across views
-    return nn.Sequential(block(12, 32, 1), block(32, 32, 2), block(32, 64, 2), block(64, 64, 2), block(64, 128, 2),
-                         block(128, 128, 1), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(128, n_out))
 
 
 def fit(net, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, seed: int, batch: int = 64,

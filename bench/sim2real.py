@@ -32,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.ceiling import apply_view, fit, make_net, predict
+from bench.ceiling import apply_view, fit, predict
 from src import synth
 from src.config import LABELS, LEADS, REPO, parse_args
+from src.model import make_signal_net as make_net
 from src.score import binary_auroc, boot_macro_auroc, macro_auroc, per_class_auroc
 from src.utils import parallel_map, seed_everything, set_threads, write_json, write_text
 

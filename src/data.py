@@ -1,5 +1,5 @@
-"""Datasets over a preprocessed cache (build_dataset: each built with its transform), label tables, augmentation
-presets and the epoch sampler.
+"""Datasets over a preprocessed cache (build_dataset: each built with its transform) and over signals (the signal
+route: signal_input, its sources, build_signal_dataset), label tables, augmentation presets and the epoch sampler.
 
 A cache (written by src.preprocess) is `<cache>/images/<id>.png` at model input size plus `<cache>/index.csv`
 (id, cache_path, status ok|skipped, ...) and `<cache>/preprocess.yaml`. A label table has `id` and one float column
@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import random
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -219,6 +220,11 @@ class CacheDataset:
         view.epoch = int(epoch)
         return view
 
+    def example(self, n: int):
+        """A random batch shaped like this dataset's (the engine's memory probe)."""
+        import torch
+        return torch.randint(0, 256, (n, 3, *self.size), dtype=torch.uint8)
+
     def load(self, i: int) -> tuple[np.ndarray, bool]:
         try:
             img = imread(self.files[i])
@@ -302,3 +308,199 @@ def make_loader(ds: CacheDataset, sampler: ShardedSampler, batch_size: int, work
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
                       pin_memory=pin_memory, worker_init_fn=_seed_worker, persistent_workers=False,
                       generator=torch.Generator().manual_seed(seed), prefetch_factor=4 if workers else None)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Signals: the signal route's model input, its sources and its dataset
+# ----------------------------------------------------------------------------------------------------------------
+SIGNAL_FS = 100.0  # Hz of the signal route's model input (what the digitiser writes by default)
+SIGNAL_SECONDS = 10.0  # s of it: a page's span; the input is [12, 1000]
+SIGNAL_CLIP_MV = 5.0  # beyond this a reading is an artefact (a stray mark, a neighbouring row), not a lead
+PAGE_VIEWS = 256  # page views drawn per blanked dataset (a few dozen distinct: layout x rhythm strips x paper speed)
+
+
+def signal_input(sig: np.ndarray, fs: float) -> np.ndarray:
+    """[12, n] mV at `fs` (NaN where nothing was read) -> the model's input: float32 [12, SIGNAL_SECONDS x SIGNAL_FS],
+    resampled by area averaging (a NaN spreads to the output samples it touches), the first SIGNAL_SECONDS (a shorter
+    record is NaN-padded), each lead's median subtracted (the offset of a digitised row or of baseline wander) and
+    clipped to +-SIGNAL_CLIP_MV. The one conversion for synthetic, real and digitised signals."""
+    import cv2
+    x = np.asarray(sig, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] != 12 or x.shape[1] < 2 or fs <= 0:
+        raise ValueError(f"a signal is [12, n] with n >= 2 at fs > 0; got shape {x.shape} at fs {fs}")
+    m = int(round(SIGNAL_SECONDS * SIGNAL_FS))
+    keep = min(x.shape[1], int(round(SIGNAL_SECONDS * fs)))
+    k = max(1, int(round(keep * SIGNAL_FS / fs)))
+    y = np.full((12, m), np.nan, np.float32)
+    y[:, :min(k, m)] = cv2.resize(x[:, :keep], (k, 12), interpolation=cv2.INTER_AREA)[:, :m]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN lead has no median: it stays NaN
+        y -= np.nanmedian(y, axis=1, keepdims=True)
+    return np.clip(y, -SIGNAL_CLIP_MV, SIGNAL_CLIP_MV)
+
+
+def page_mask(params, n: int, fs: float) -> np.ndarray:
+    """bool [12, n]: the samples of a record (from its start) that a page drawn with render `params` shows; the rest
+    of what src.render.page_layout leaves out (other columns of a 3x4 page, leads a strip layout omits, time past a
+    fast paper speed's span)."""
+    from .config import LEADS
+    from .render import page_layout
+    keep = np.zeros((12, n), bool)
+    for row in page_layout(params, n, fs, set(LEADS))["rows"]:
+        for p in row["panels"]:
+            keep[LEADS.index(p["lead"]), int(round(p["t_a"] * fs)):int(round(p["t_b"] * fs))] = True
+    return keep
+
+
+def _synth_one(i: int, seed: int) -> tuple[int, np.ndarray, dict]:
+    from .synth import synth_record
+    sig, meta = synth_record(seed, i)
+    return i, signal_input(sig, meta["fs"]).astype(np.float16), meta["labels"]
+
+
+def _real_one(row: dict) -> tuple[str, np.ndarray | None, str]:
+    from .signals import load_signal
+    try:
+        sig, fs = load_signal(row)
+        return row["id"], signal_input(sig, fs).astype(np.float16), ""
+    except (ValueError, OSError, KeyError) as e:
+        return row["id"], None, f"{type(e).__name__}: {e}"
+
+
+def signal_set_table(spec: str) -> pd.DataFrame:
+    """The records of a real signal set: `ptbxl:ROOT` (src.sources.read_ptbxl), `code15:ROOT` (read_code15), or a
+    folder (path or slug under input/) with labels.csv (`record` or `id` = WFDB record path relative to the folder
+    or its records/, plus label columns), as src.synth and ../shared/real write them. Columns: id, path, format,
+    labels, (patient_id)."""
+    from .config import find_input
+    from .sources import read_code15, read_ptbxl
+    kind, _, root = spec.partition(":")
+    if kind == "ptbxl" and root:
+        return read_ptbxl(root)
+    if kind == "code15" and root:
+        return read_code15(root)
+    folder = find_input(spec)
+    labels_csv = folder / "labels.csv"
+    df = pd.read_csv(labels_csv, dtype=str)
+    key = "record" if "record" in df.columns else "id"
+    if key not in df.columns:
+        raise SystemExit(f"{labels_csv}: needs a `record` (or `id`) column naming each WFDB record")
+    base = folder / "records" if (folder / "records").is_dir() else folder
+    table, _ = label_frame(df.rename(columns={key: "id"}).drop(columns=["path"], errors="ignore"), labels_csv,
+                           [lb for lb in LABELS if lb in df.columns] or None)
+    table["path"] = [str(base / i) for i in table["id"]]
+    table["format"] = "wfdb"
+    return table
+
+
+def load_signal_source(spec: str, seed: int, workers: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """(table [id, labels..., (patient_id)], float16 signals [N, 12, 1000] as signal_input makes them) of one Stage I
+    signal source: `synth:N` (N records of src.synth, record i from rng [seed, i]: cheap, so made in memory on every
+    run) or a real signal set (signal_set_table). Unreadable records are dropped and counted."""
+    from functools import partial
+    from .utils import parallel_map
+    kind, _, arg = spec.partition(":")
+    if kind == "synth":
+        try:
+            n = int(arg)
+        except ValueError:
+            raise SystemExit(f"--sources={spec}: write synth:N, N records, e.g. synth:16000") from None
+        out = sorted(parallel_map(partial(_synth_one, seed=seed), range(n), workers=workers, desc=f"synth {n}",
+                                  chunksize=64), key=lambda o: o[0])
+        table = pd.DataFrame([{"id": f"synth_{i}", **{lb: float(lab[lb]) for lb in LABELS}} for i, _, lab in out])
+        return table, np.stack([o[1] for o in out]) if out else np.zeros((0, 12, 1000), np.float16)
+    table = signal_set_table(spec)
+    got = {i: (x, err) for i, x, err in parallel_map(_real_one, table.to_dict("records"), workers=workers,
+                                                     desc=f"read {spec}", chunksize=16)}
+    bad = [i for i in table["id"] if got[i][0] is None]
+    if bad:
+        print(f"[data] {spec}: {len(bad)} of {len(table)} records unreadable, skipped (e.g. {bad[0]}: "
+              f"{got[bad[0]][1]})", file=sys.stderr)
+    table = table[~table["id"].isin(bad)].reset_index(drop=True)
+    if table.empty:
+        raise SystemExit(f"--sources={spec}: no readable record")
+    cols = ["id", *[lb for lb in LABELS if lb in table.columns], *(["patient_id"] if "patient_id" in table else [])]
+    return table[cols], np.stack([got[i][0] for i in table["id"]])
+
+
+def _digitised_one(item: tuple[Path, str]) -> tuple[str, np.ndarray | None, str]:
+    from .digitize import read_digitised
+    folder, i = item
+    try:
+        sig, fs = read_digitised(folder, i)
+        x = signal_input(sig, fs)
+    except (ValueError, OSError) as e:
+        return i, None, f"{type(e).__name__}: {e}"
+    return (i, x.astype(np.float16), "") if np.isfinite(x).any() else (i, None, "nothing was read (every lead NaN)")
+
+
+def join_signals(table: pd.DataFrame, folder: str | Path, what: str = "") -> tuple[pd.DataFrame, np.ndarray]:
+    """Labels joined to the digitised records in `folder` (python -m src.digitize --out=folder: <id>.hea/.dat), as
+    (table, float16 signals [N, 12, n] from signal_input in the table's order). Rows without a record (a photo the
+    digitiser could not read: see its digitised.csv) or with nothing read are dropped and counted, never silently."""
+    from .utils import parallel_map
+    folder = Path(folder)
+    have = [i for i in table["id"] if (folder / f"{i}.hea").is_file()]
+    got = {i: (x, err) for i, x, err in parallel_map(_digitised_one, [(folder, i) for i in have], desc="read signals",
+                                                     chunksize=16)}
+    ok = table["id"].map(lambda i: i in got and got[i][0] is not None).to_numpy(bool)
+    bad = [i for i in have if got[i][0] is None]
+    if not ok.all():
+        print(f"[data] {what or folder}: {len(table) - len(have)} labelled ids have no digitised record in {folder}, "
+              f"{len(bad)} records hold no usable reading" + (f" (e.g. {bad[0]}: {got[bad[0]][1]})" if bad else "")
+              + f"; using {int(ok.sum())}", file=sys.stderr)
+    out = table[ok].reset_index(drop=True)
+    if out.empty:
+        raise ValueError(f"no labelled digitised records in {folder} ({what}): digitise the photos first (python -m "
+                         f"src.digitize --images=<train folder> --out={folder}), and check that the ids match")
+    return out, np.stack([got[i][0] for i in out["id"]])
+
+
+def build_signal_dataset(signals: np.ndarray, targets: np.ndarray, train: bool, seed: int = 0,
+                         blank: bool = False) -> SignalDataset:
+    """A signal dataset with its transform: `blank` shows each record as a random page of the renderer's layouts
+    would (one of PAGE_VIEWS page_masks over render.sample_params photo pages, drawn per epoch in training, fixed per
+    record in evaluation), for complete records (Stage I) that should look like digitised pages; `train` adds a gain
+    jitter (+-10 %, a device's or a digitiser's amplitude scale)."""
+    views = None
+    if blank:
+        from .render import sample_params
+        rng = np.random.default_rng([seed, 7])
+        views = np.stack([page_mask(sample_params(rng, "photo"), signals.shape[-1], SIGNAL_FS)
+                          for _ in range(PAGE_VIEWS)])
+    return SignalDataset(signals, targets, train, seed, views)
+
+
+class SignalDataset:
+    """Items: (float32 signal [12, n] mV, NaN where a page does not show it; float32 labels [C], NaN = unknown; row
+    index). Randomness is seeded per sample from (seed, epoch, index), as CacheDataset's."""
+
+    def __init__(self, signals: np.ndarray, targets: np.ndarray, train: bool, seed: int = 0,
+                 views: np.ndarray | None = None):
+        self.signals, self.views = signals, views  # views: bool [V, 12, n] page masks, one drawn per item (or None)
+        self.targets = np.asarray(targets, dtype=np.float32).reshape(len(signals), -1)
+        self.train, self.seed, self.epoch = train, int(seed), 0
+        self.size = tuple(signals.shape[1:])  # (12, n)
+
+    def __len__(self) -> int:
+        return len(self.signals)
+
+    def at_epoch(self, epoch: int) -> SignalDataset:
+        view = copy.copy(self)
+        view.epoch = int(epoch)
+        return view
+
+    def example(self, n: int):
+        """A random batch shaped like this dataset's (the engine's memory probe)."""
+        import torch
+        return torch.randn(n, *self.size)
+
+    def __getitem__(self, i: int):
+        import torch
+        x = self.signals[i].astype(np.float32)
+        rng = np.random.default_rng([self.seed, self.epoch if self.train else 0, i])
+        if self.views is not None:
+            x = np.where(self.views[rng.integers(len(self.views))], x, np.nan)
+        if self.train:
+            x = x * np.float32(1 + 0.1 * rng.standard_normal())
+        return torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(self.targets[i].copy()), i

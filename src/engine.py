@@ -48,6 +48,8 @@ from .utils import default_workers, dist_env, set_threads, write_json
 @dataclasses.dataclass
 class FitConfig:
     """Recipe shared by Stage I (src.pretrain) and Stage II (src.train); defaults are the paper's."""
+    route: str = "image"  # image: preprocessed photos, timm backbone | signal: signals (Stage I: synthetic or real
+    # signal sets; Stage II: the photos digitised by src.digitize) read by a 1D network (--arch=ecgka_sig1d)
     arch: str = "convnext_base"  # timm backbone (paper: ConvNeXt-Base, ImageNet-22k weights via --pretrained)
     pretrained: str = ""  # backbone init: hub (timm ImageNet; needs HF_HUB_OFFLINE=0) | weights file | empty: random
     drop_rate: float = 0.2  # dropout before the classifier head (paper: 0.2)
@@ -74,6 +76,20 @@ class FitConfig:
     seed: int = 42  # one seed for init, sampling and augmentation (deterministic on CPU)
     resume: bool = False  # continue an interrupted run from its last.pt (exactly, at an epoch boundary)
     session_epochs: int = 0  # stop cleanly after this many epochs in this process (0 = no limit); for 12 h sessions
+
+
+ROUTES = ("image", "signal")
+
+
+def check_route(cfg: FitConfig) -> None:
+    """A route and an architecture that read the same input, or a one-line error naming the fix."""
+    from .model import SIGNAL_ARCHS
+    if cfg.route not in ROUTES:
+        raise SystemExit(f"--route={cfg.route}: choose {' or '.join(ROUTES)}")
+    if (cfg.route == "signal") != (cfg.arch in SIGNAL_ARCHS):
+        raise SystemExit(f"--route={cfg.route} with --arch={cfg.arch}: the signal route reads signals with a 1D "
+                         f"network ({', '.join(SIGNAL_ARCHS)}), the image route images with a timm backbone; give "
+                         f"both, e.g. --recipe=signal for the signal route")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -176,10 +192,12 @@ def unwrap(model):
 
 
 def to_input(x, device, mean, std, channels_last: bool = True):
-    """uint8 [B, 3, H, W] from the loader -> normalised float on the device (mean/std: [1, 3, 1, 1] tensors)."""
+    """A batch from the loader -> normalised float on the device: uint8 images [B, 3, H, W] scaled to [0, 1] (mean/std
+    [1, 3, 1, 1]); float signals [B, 12, n] in mV as they are (mean/std [1, 1, 1]: src.model.norm_tensors)."""
     import torch
-    x = x.to(device, non_blocking=True).float().div_(255.0).sub_(mean).div_(std)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    x = x.to(device, non_blocking=True)
+    x = (x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()).sub(mean).div_(std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -198,17 +216,17 @@ def enable_grad_checkpointing(model, arch: str) -> None:
     model.set_grad_checkpointing(True)
 
 
-def probe_step(model, rt: Runtime, norm, size: Sequence[int], n: int, n_labels: int,
-               channels_last: bool = True) -> None:
-    """One training forward + backward of `n` random images of `size` (H, W) under the runtime's AMP. Leaves the model
-    as it found it: buffers (BatchNorm statistics) restored, RNG states forked, gradients cleared."""
+def probe_step(model, rt: Runtime, norm, example, n: int, n_labels: int, channels_last: bool = True) -> None:
+    """One training forward + backward of `n` random inputs (`example(n)`: the dataset's, e.g. uint8 images of the
+    cache's size) under the runtime's AMP. Leaves the model as it found it: buffers (BatchNorm statistics) restored,
+    RNG states forked, gradients cleared."""
     import torch
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
     was_training = model.training
     model.train()
     try:
         with torch.random.fork_rng(devices=[rt.device.index] if rt.device.type == "cuda" else []):
-            x = torch.randint(0, 256, (n, 3, *size), dtype=torch.uint8)
+            x = example(n)
             y = torch.randint(0, 2, (n, n_labels)).float().to(rt.device)
             with autocast(rt):
                 logits = model(to_input(x, rt.device, *norm, channels_last))
@@ -254,8 +272,7 @@ def choose_micro_batch(per_rank: int, start: int, try_batch, limit: float, relea
     return {"micro_batch": micro, "accum_steps": per_rank // micro, "tries": tries, "rank_choices": choices}
 
 
-def fit_batch(cfg: FitConfig, rt: Runtime, model, size: Sequence[int], n_labels: int, run
-              ) -> tuple[int, int]:
+def fit_batch(cfg: FitConfig, rt: Runtime, model, train_ds, n_labels: int, run) -> tuple[int, int]:
     """(micro-batch, accum_steps) for this run: probed on CUDA when --batch_fit (see the module doc), else as
     configured. Recorded in the run's batch_fit.json and the log."""
     import gc
@@ -265,7 +282,7 @@ def fit_batch(cfg: FitConfig, rt: Runtime, model, size: Sequence[int], n_labels:
         raise ValueError(f"--batch_size={cfg.batch_size} must divide by ranks x accum_steps = {per_step}")
     micro, per_rank = cfg.batch_size // per_step, cfg.batch_size // rt.world
     record = {"probed": False, "micro_batch": micro, "accum_steps": cfg.accum_steps, "ranks": rt.world,
-              "batch_size": cfg.batch_size, "size": list(size), "amp": str(rt.amp_dtype),
+              "batch_size": cfg.batch_size, "size": list(train_ds.size), "amp": str(rt.amp_dtype),
               "grad_checkpointing": cfg.grad_checkpointing}
     if not cfg.batch_fit or rt.device.type != "cuda":
         why = "off (--batch_fit=false)" if not cfg.batch_fit else f"a no-op on {rt.device.type}"
@@ -281,7 +298,7 @@ def fit_batch(cfg: FitConfig, rt: Runtime, model, size: Sequence[int], n_labels:
 
         def try_batch(m: int) -> int:
             torch.cuda.reset_peak_memory_stats(rt.device)
-            probe_step(model, rt, norm, size, m, n_labels, cfg.channels_last)
+            probe_step(model, rt, norm, train_ds.example, m, n_labels, cfg.channels_last)
             torch.cuda.synchronize(rt.device)
             return torch.cuda.max_memory_reserved(rt.device)
 
@@ -508,7 +525,7 @@ def fit(cfg: FitConfig, rt: Runtime, model, labels: Sequence[str], train_ds, val
     model = model.to(rt.device, memory_format=mf)
     if cfg.grad_checkpointing:
         enable_grad_checkpointing(model, cfg.arch)
-    micro, accum = fit_batch(cfg, rt, model, train_ds.size, len(labels), run)
+    micro, accum = fit_batch(cfg, rt, model, train_ds, len(labels), run)
     workers = loader_workers(cfg.workers)
     sampler = ShardedSampler(len(train_ds), True, cfg.seed, rt.rank, rt.world, weights=train_weights,
                              num_samples=epoch_size)

@@ -1,10 +1,12 @@
-"""Predict the test images with every fold model of a Stage II run and vote them into a submission.
+"""Predict the test images with every fold model of a Stage II run (or of several, of both routes) and vote them into
+a submission.
 
     python -m src.infer --run outputs/train/stage2 --out submissions/submission.csv     # hard vote, ties broken
     python -m src.infer --run outputs/train/stage2 --vote hard                           # the paper's pure vote
     python -m src.infer --run stage2 --vote soft --folds 0,1 --batch_size 64 --amp bf16
     python -m src.infer --run stage2 --test_dir /kaggle/input/<comp>/test --sample_submission .../sample_submission.csv
     python -m src.infer --run ecgka-stage2/outputs/train/stage2,ecgka-stage2b/outputs/train/stage2   # two sessions
+    python -m src.infer --run stage2,sig-stage2 --route both     # image and signal folds: one vote over all ten
 
 What it does, in order:
 1. Reads the run through src.run (RunFolder, FoldModel): fold<k>/best.pt for the chosen folds, fold<k>/thresholds.json
@@ -14,7 +16,11 @@ What it does, in order:
    folders (folds trained in different sessions, e.g. Kaggle kernel versions, live in different folders): fold<k>
    is gathered from all of them. The same fold in two folders is an error naming both unless the two checkpoints
    are the same bytes; the folders must share the preprocessing (the settings that change pixels, and the ROI
-   weights' content), and every fold the architecture.
+   weights' content), and every fold of a route the architecture. Each run folder says its route (config.yaml):
+   image runs read preprocessed photos; signal runs read the photo digitised by src.digitize.digitize_image (its
+   defaults, as `python -m src.digitize` digitised the training photos) and made a model input by
+   src.data.signal_input. --route picks which runs vote: image, signal, or both (default: every run given; the
+   paper's hard vote over all fold models of both routes, each fold at its own thresholds).
    The output folder is checked for write access and space before any model or image is loaded.
 2. Test ids and the submission's columns come from sample_submission.csv (default: beside the run's train.csv; the
    images from its test/ folder). Images are read and preprocessed by DataLoader workers while the models run
@@ -64,6 +70,7 @@ from .sources import require_valid_competition
 from .utils import ImageReadError, imread, opencv_before_fork, write_csv, write_json
 
 VOTES = ("hard_tiebreak", "hard", "soft", "rank")
+ROUTES = ("image", "signal", "both")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -132,6 +139,7 @@ def vote_with_fallback(probs: np.ndarray, bad: np.ndarray, fallback: np.ndarray,
 @dataclasses.dataclass
 class InferConfig:
     run: str  # Stage II run folder (outputs/train/<name> or <name>), a comma list or a glob: fold<k> gathered from all
+    route: str = "both"  # which of those runs vote: image | signal | both (every one; one vote over all their folds)
     vote: str = "hard_tiebreak"  # fold ensembling: hard_tiebreak (hard, ties ordered by mean prob) | hard (the
     # paper's: share of folds above their threshold) | soft (mean probability) | rank (mean per-fold rank)
     tta: str = "none"  # none | flip (left-right mirror; unphysical for ECG pages, see the module docstring)
@@ -205,32 +213,48 @@ def training_prevalence(runs: list[RunFolder], labels: list[str]) -> np.ndarray:
 # Test images
 # ----------------------------------------------------------------------------------------------------------------
 class TestImages:
-    """Items: (uint8 [3, H, W], row index, error '' or message, seconds spent reading + preprocessing)."""
+    """Items: (uint8 image [3, H, W] preprocessed by `pcfg`, float32 signal [12, n] digitised when `signal`, row index,
+    error '' or message, seconds spent reading + preprocessing + digitising). An input no fold needs is empty."""
 
-    def __init__(self, files: list[str | None], ids: list[str], pcfg):
-        self.files, self.ids, self.pcfg = files, ids, pcfg
+    def __init__(self, files: list[str | None], ids: list[str], pcfg, signal: bool = False):
+        self.files, self.ids, self.pcfg, self.signal = files, ids, pcfg, signal
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def inputs(self, i: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        from .data import signal_input
+        from .preprocess import preprocess_image
+        if self.files[i] is None:
+            raise ImageReadError(f"no image for id {self.ids[i]} in the test folder")
+        img = imread(self.files[i])
+        x = preprocess_image(img, self.pcfg)[0] if self.pcfg is not None else None
+        s = None
+        if self.signal:
+            from .digitize import digitize_image
+            d = digitize_image(img)
+            s = signal_input(d.signal, d.fs)
+            if not np.isfinite(s).any():
+                raise ImageReadError(f"{self.files[i]}: the digitiser read no lead ({'; '.join(d.problems)})")
+        return x, s
+
     def __getitem__(self, i: int):
         import torch
-        from .preprocess import preprocess_image
+        from .data import SIGNAL_FS, SIGNAL_SECONDS
         t0 = time.perf_counter()
-        h, w = self.pcfg.size
         err = ""
         try:
-            if self.files[i] is None:
-                raise ImageReadError(f"no image for id {self.ids[i]} in the test folder")
-            out, _ = preprocess_image(imread(self.files[i]), self.pcfg)
+            x, s = self.inputs(i)
         except ImageReadError as e:
             err = str(e)
         except Exception as e:  # noqa: BLE001 -- one odd image never stops a submission; it is listed instead
             err = f"{self.files[i]}: preprocessing failed ({type(e).__name__}: {e})"
         if err:
-            out = np.full((h, w, 3), 255, np.uint8)
-        x = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
-        return x, i, err, time.perf_counter() - t0
+            x = None if self.pcfg is None else np.full((*self.pcfg.size, 3), 255, np.uint8)
+            s = np.full((12, int(SIGNAL_SECONDS * SIGNAL_FS)), np.nan, np.float32) if self.signal else None
+        x = torch.zeros(0, dtype=torch.uint8) if x is None else torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+        s = torch.zeros(0) if s is None else torch.from_numpy(np.ascontiguousarray(s, np.float32))
+        return x, s, i, err, time.perf_counter() - t0
 
 
 def find_images(test_dir: Path, ids: list[str]) -> list[str | None]:
@@ -252,7 +276,8 @@ def _spawned_worker(worker_id: int) -> None:
 
 def predict(folds: list[FoldModel], dataset: TestImages, rt, batch_size: int = 32, workers: int = 0, tta: str = "none",
             channels_last: bool = True, start_method: str | None = None) -> dict:
-    """Every fold's probabilities for every image: {"probs" [F, N, C] (NaN rows where unreadable), "errors" [N],
+    """Every fold's probabilities for every image (an image fold reads the preprocessed image, a signal fold the
+    digitised signal): {"probs" [F, N, C] (NaN rows where unreadable), "errors" [N],
     "seconds": {"preprocess" (summed over workers), "model", "wall"}}. `start_method` of the loader workers: None
     chooses (spawn when the models are on CUDA, else the platform's default, fork on Linux)."""
     import torch
@@ -283,15 +308,15 @@ def predict(folds: list[FoldModel], dataset: TestImages, rt, batch_size: int = 3
     t0 = time.perf_counter()
     bar = tqdm(total=n, desc=f"infer {len(folds)} fold(s)", dynamic_ncols=True)
     with torch.inference_mode():
-        for x, idx, errs, secs in loader:
+        for x, sig, idx, errs, secs in loader:
             t_pre += float(secs.sum())
             idx = idx.numpy()
             tm = time.perf_counter()
             for f, fold in enumerate(folds):
-                xi = to_input(x, rt.device, *fold.norm, channels_last)
+                xi = to_input(x if fold.route == "image" else sig, rt.device, *fold.norm, channels_last)
                 with autocast(rt):
                     p = torch.sigmoid(fold.model(xi).float())
-                    if tta == "flip":
+                    if tta == "flip" and fold.route == "image":
                         p = 0.5 * (p + torch.sigmoid(fold.model(torch.flip(xi, dims=[3])).float()))
                 probs[f, idx] = p.cpu().numpy()[:, fold.order]
             t_model += time.perf_counter() - tm  # .cpu() above synchronises the device
@@ -357,30 +382,43 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--vote={cfg.vote}: choose one of {', '.join(VOTES)}")
     if not 0 <= cfg.max_unreadable <= 1:
         raise SystemExit(f"--max_unreadable={cfg.max_unreadable}: a share of the test images, 0 to 1 (0.01 = 1 %)")
-    runs = resolve_runs(cfg.run)
-    pcfg = shared_preprocess_config(runs)
+    if cfg.route not in ROUTES:
+        raise SystemExit(f"--route={cfg.route}: choose one of {', '.join(ROUTES)}")
+    given = resolve_runs(cfg.run)
+    runs = [r for r in given if cfg.route in ("both", r.route)]
+    if not runs:
+        raise SystemExit(f"--route={cfg.route}: none of the --run folders is a {cfg.route} run (they are "
+                         f"{', '.join(f'{r} ({r.route})' for r in given)})")
+    by_route = {route: [r for r in runs if r.route == route] for route in ("image", "signal")}
+    pcfg = shared_preprocess_config(by_route["image"]) if by_route["image"] else None
     sample_path, test_dir = competition_files(cfg, runs[0].config())
     sample, id_col, labels = read_sample(sample_path)
     out = Path(cfg.out) if cfg.out else paths().submissions / "submission.csv"
-    ckpts = gather_folds(runs, cfg.folds, cfg.checkpoint)
+    ckpts = {route: gather_folds(rs, cfg.folds, cfg.checkpoint) for route, rs in by_route.items() if rs}
     ids = sample[id_col].tolist()
-    check_writable(out, output_bytes(len(ids), len(ckpts), len(labels), max(map(len, ids), default=0)))
+    n_folds = sum(map(len, ckpts.values()))
+    check_writable(out, output_bytes(len(ids), n_folds, len(labels), max(map(len, ids), default=0)))
     rt = setup_runtime(cfg)
-    folds = load_fold_models(ckpts, labels, rt.device, cfg.channels_last)
+    folds = [f for c in ckpts.values() for f in load_fold_models(c, labels, rt.device, cfg.channels_last)]
     for fold in folds:
-        if fold.size and fold.size != tuple(pcfg.size):
+        if fold.route == "image" and fold.size and fold.size != tuple(pcfg.size):
             raise SystemExit(f"{fold.path} was trained on {list(fold.size)} images but preprocess.yaml gives "
                              f"{list(pcfg.size)}; the run folder mixes caches")
-    no_thr = [f.fold for f in folds if not f.thresholds_found]
+        if fold.route != RunFolder.of_checkpoint(fold.path).route:
+            raise SystemExit(f"{fold.path} is a {fold.route} model in a {RunFolder.of_checkpoint(fold.path).route} "
+                             f"run folder; retrain it or move it to a run of its route")
+    no_thr = [f.name for f in folds if not f.thresholds_found]
     if cfg.vote.startswith("hard") and no_thr:
         print(f"[infer] folds {no_thr} have no thresholds.json: voting at 0.5", file=sys.stderr)
 
     files = find_images(test_dir, ids)
     workers = loader_workers(cfg.workers)
-    print(f"[infer] {', '.join(map(str, runs))}: folds {[f.fold for f in folds]} ({folds[0].arch}), "
-          f"{len(ids)} test images from {test_dir}, preprocess {pcfg.strategy} {pcfg.size[0]}x{pcfg.size[1]}, "
-          f"vote {cfg.vote}, tta {cfg.tta}, {rt.device.type} amp {rt.amp_dtype}")
-    res = predict(folds, TestImages(files, ids, pcfg), rt, cfg.batch_size, workers, cfg.tta, cfg.channels_last)
+    reads = ([f"preprocess {pcfg.strategy} {pcfg.size[0]}x{pcfg.size[1]}"] if pcfg else []) + \
+        (["digitise"] if "signal" in ckpts else [])
+    print(f"[infer] {', '.join(map(str, runs))}: folds {[f.name for f in folds]} "
+          f"({', '.join(sorted({f.arch for f in folds}))}), {len(ids)} test images from {test_dir}, "
+          f"{' + '.join(reads)}, vote {cfg.vote}, tta {cfg.tta}, {rt.device.type} amp {rt.amp_dtype}")
+    res = predict(folds, TestImages(files, ids, pcfg, "signal" in ckpts), rt, cfg.batch_size, workers, cfg.tta, cfg.channels_last)
     probs, errors = res["probs"], res["errors"]
     bad = np.array([bool(e) for e in errors])
     unreadable = [{"id": ids[i], "path": files[i] or "", "error": errors[i]} for i in np.flatnonzero(bad)]
@@ -405,8 +443,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"[infer] refusing to write: {e}") from None
     write_csv(out, sub)
 
-    per_fold = pd.concat([pd.DataFrame({id_col: ids, "fold": f.fold, "status": np.where(bad, "unreadable", "ok"),
-                                        **{lb: probs[i, :, j] for j, lb in enumerate(labels)}})
+    per_fold = pd.concat([pd.DataFrame({id_col: ids, "fold": f.fold, "route": f.route,
+                                        "status": np.where(bad, "unreadable", "ok"), **{lb: probs[i, :, j] for j, lb in enumerate(labels)}})
                           for i, f in enumerate(folds)], ignore_index=True)
     write_csv(side_path(out, "folds.csv"), per_fold)
     if unreadable:
@@ -417,8 +455,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {u['error']}", file=sys.stderr)
     sec = res["seconds"]
     info = {"runs": [str(r) for r in runs], "vote": cfg.vote, "tta": cfg.tta, "folds": [f.fold for f in folds],
-            "arch": folds[0].arch, "labels": labels, "thresholds": {f.fold: f.thresholds.tolist() for f in folds},
-            "thresholds_missing": no_thr, "preprocess": dataclasses.asdict(pcfg), "n": len(ids),
+            "routes": [f.route for f in folds], "arch": ", ".join(sorted({f.arch for f in folds})), "labels": labels,
+            "thresholds": {f.name: f.thresholds.tolist() for f in folds}, "thresholds_missing": no_thr,
+            "preprocess": dataclasses.asdict(pcfg) if pcfg else None, "n": len(ids),
             "unreadable": unreadable, "prevalence": prev.tolist(), "seconds": sec, "device": rt.device.type,
             "amp": str(rt.amp_dtype)}
     write_json(side_path(out, "info.json"), info)

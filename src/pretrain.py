@@ -20,11 +20,19 @@ source does not have is unknown there and masked out of the loss).
     python -m src.pretrain --sources=... --grad_checkpointing --name=stage1
     # a session ended (e.g. Kaggle's 12 h): the same command plus --resume continues exactly
     python -m src.pretrain --sources=... --name=stage1 --resume
+    # the signal route (recipes/signal.yaml: ecgka_sig1d on 16000 synthetic records made in memory), plus real
+    # signal sets where you have them (PTB-XL, CODE-15%, or any folder of WFDB records with a labels.csv)
+    python -m src.pretrain --recipe=signal --name=sig-stage1
+    python -m src.pretrain --recipe=signal --sources=synth:16000,ptbxl:input/ptb-xl,code15:input/code-15 \
+        --name=sig-stage1
 
 A source is CACHE[:LABELS]: CACHE a folder written by src.preprocess (index.csv, images/), LABELS a CSV with id and
 label columns (default: CACHE/labels.csv, else labels.csv of the dataset named as `src` in CACHE/preprocess.yaml);
-both may be paths or dataset slugs under input/. A hold-out of --val_frac of each source (whole patients) drives
-early stopping. Output: outputs/pretrain/<name>/ with best.pt (what Stage II
+both may be paths or dataset slugs under input/. With --route=signal a source is a signal set (src.data.
+load_signal_source): synth:N (N records of src.synth, made in memory), ptbxl:ROOT, code15:ROOT, or a folder with
+labels.csv and WFDB records (src.synth's output, ../shared/real); every record is shown as a random page of the
+renderer's layouts would show it (src.data.page_mask: a 3x4 page keeps each lead's 2.5 s column), the view Stage II's
+digitised photos have. A hold-out of --val_frac of each source (whole patients) drives early stopping. Output: outputs/pretrain/<name>/ with best.pt (what Stage II
 starts from: `python -m src.train --init=outputs/pretrain/<name>/best.pt`), last.pt, config.yaml, git.txt, data.json,
 log.csv, log.jsonl, learning_curve.png, oof.csv (hold-out predictions of best.pt) and done.json when finished.
 A finished run (done.json) is not run again.
@@ -39,8 +47,9 @@ import numpy as np
 import pandas as pd
 
 from .config import LABELS, find_input, parse_args, run_dir
-from .data import build_dataset, holdout_split, join_cache, read_label_table
-from .engine import run_stage, FitConfig, barrier, fit, setup_runtime
+from .data import (build_dataset, build_signal_dataset, holdout_split, join_cache, load_signal_source,
+                   read_label_table)
+from .engine import run_stage, FitConfig, barrier, check_route, fit, setup_runtime
 from .model import check_pretrained, create_model
 from .run import RunFolder, input_record
 from .utils import imread, seed_everything, write_json
@@ -49,7 +58,8 @@ from .utils import imread, seed_everything, write_json
 @dataclasses.dataclass(kw_only=True)
 class PretrainConfig(FitConfig):
     """Stage I: pretraining on scan-like ECG images (paper: 50 epochs, batch 32, lr 1e-4, patience 5)."""
-    sources: tuple[str, ...]  # comma list of CACHE[:LABELS_CSV] (see the module docstring)
+    sources: tuple[str, ...]  # comma list of CACHE[:LABELS_CSV]; signal route: synth:N, ptbxl:ROOT, code15:ROOT or
+    # signal-set folders (see the module docstring)
     source_weights: tuple[float, ...] = ()  # share of each epoch per source (empty: every image once per epoch)
     epoch_size: int = 0  # images per epoch when sampling by source weight (0: size of the training part)
     labels: tuple[str, ...] = ()  # label space (empty: union of the sources' label columns, LABELS first)
@@ -84,22 +94,32 @@ def parse_source(spec: str) -> tuple[Path, Path]:
                      f"(e.g. {cache_s}:ecg-synth-scans/labels.csv)")
 
 
-def load_sources(cfg: PretrainConfig) -> tuple[pd.DataFrame, list[str], tuple[int, int]]:
-    """All sources as one table (id, file, source, val, labels...) over the union label space."""
+def load_sources(cfg: PretrainConfig) -> tuple[pd.DataFrame, list[str], tuple[int, int], np.ndarray | None]:
+    """All sources as one table (id, source, val, labels..., image route: file) over the union label space, the input
+    size (image H, W; signal 12, n) and, on the signal route, the signals [N, 12, n] in the table's order."""
     if not cfg.sources:
         raise SystemExit("--sources is empty; see --help")
     if cfg.source_weights and len(cfg.source_weights) != len(cfg.sources):
         raise SystemExit(f"--source_weights has {len(cfg.source_weights)} values for {len(cfg.sources)} sources")
-    parts, union, sizes = [], [], set()
+    parts, union, sizes, arrays = [], [], set(), []
     for s, spec in enumerate(cfg.sources):
-        cache, labels_csv = parse_source(spec)
-        table, labs = read_label_table(labels_csv, list(cfg.labels) or None)
-        df = join_cache(table, cache, what=spec)
+        if cfg.route == "signal":
+            df, sig = load_signal_source(spec, cfg.seed)
+            labs = list(cfg.labels) or [c for c in df.columns if c not in ("id", "patient_id")]
+            for lb in labs:
+                if lb not in df.columns:
+                    df[lb] = np.nan
+            arrays.append(sig)
+            sizes.add(sig.shape[1:])
+        else:
+            cache, labels_csv = parse_source(spec)
+            table, labs = read_label_table(labels_csv, list(cfg.labels) or None)
+            df = join_cache(table, cache, what=spec)
+            sizes.add(imread(df["file"].iloc[0]).shape[:2])
         df["source"] = s
         df["val"] = holdout_split(df, cfg.val_frac, cfg.seed + s)
         parts.append(df)
         union += [lb for lb in labs if lb not in union]
-        sizes.add(imread(df["file"].iloc[0]).shape[:2])
     if len(sizes) > 1:
         raise SystemExit(f"the sources' caches have different image sizes {sorted(sizes)}: build them with one --size")
     labels = list(cfg.labels) or [lb for lb in LABELS if lb in union] + [lb for lb in union if lb not in LABELS]
@@ -112,11 +132,12 @@ def load_sources(cfg: PretrainConfig) -> tuple[pd.DataFrame, list[str], tuple[in
     if not df["val"].any() or df["val"].all():
         raise SystemExit(f"--val_frac={cfg.val_frac} leaves no training or no validation images "
                          f"({len(df)} images in all)")
-    return df, labels, sizes.pop()
+    return df, labels, sizes.pop(), np.concatenate(arrays) if arrays else None
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_args(PretrainConfig, argv)
+    check_route(cfg)
     try:  # checked before anything is written, one line if wrong
         check_pretrained(cfg.arch, cfg.pretrained)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
@@ -129,8 +150,9 @@ def main(argv: list[str] | None = None) -> dict:
         return {"out": str(out), "skipped": True}
     out.check_resumable(cfg.resume)
     seed_everything(cfg.seed, rt.rank)
-    df, labels, size = load_sources(cfg)
-    tr, va = df[~df["val"]].reset_index(drop=True), df[df["val"]].reset_index(drop=True)
+    df, labels, size, signals = load_sources(cfg)
+    val = df["val"].to_numpy()
+    tr, va = df[~val].reset_index(drop=True), df[val].reset_index(drop=True)
     weights = None
     if cfg.source_weights:
         share = np.asarray(cfg.source_weights, dtype=float)
@@ -140,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         weights = share[tr["source"].to_numpy()] / np.maximum(n_per[tr["source"].to_numpy()], 1)
 
     model = create_model(cfg.arch, len(labels), cfg.pretrained or None, cfg.drop_rate, cfg.drop_path_rate)
-    caches = [str(parse_source(s)[0]) for s in cfg.sources]
+    caches = list(cfg.sources) if signals is not None else [str(parse_source(s)[0]) for s in cfg.sources]
     if rt.main:
         out.prepare(cfg)
         write_json(out.data_json, {
@@ -152,9 +174,14 @@ def main(argv: list[str] | None = None) -> dict:
                                            for lb in labels}}
                            for s, spec in enumerate(cfg.sources)]})
     barrier(rt)
-    res = fit(cfg, rt, model, labels,
-              build_dataset(tr["file"], tr[labels].to_numpy(np.float32), size, True, cfg.aug, cfg.seed),
-              build_dataset(va["file"], va[labels].to_numpy(np.float32), size, False), va["id"], out,
+    ytr, yva = tr[labels].to_numpy(np.float32), va[labels].to_numpy(np.float32)
+    if signals is None:
+        train_ds, val_ds = (build_dataset(tr["file"], ytr, size, True, cfg.aug, cfg.seed),
+                            build_dataset(va["file"], yva, size, False))
+    else:  # complete records, each shown as a page would show it (the hold-out: one fixed page per record)
+        train_ds, val_ds = (build_signal_dataset(signals[~val], ytr, True, cfg.seed, blank=True),
+                            build_signal_dataset(signals[val], yva, False, cfg.seed, blank=True))
+    res = fit(cfg, rt, model, labels, train_ds, val_ds, va["id"], out,
               train_weights=weights, epoch_size=cfg.epoch_size if weights is not None else 0,
               input_info=input_record(size, model, caches))
     if rt.main and res["finished"]:

@@ -14,8 +14,9 @@ read back, and the fold model rebuilt from what its checkpoint says.
       data.json             Stage I run: the sources and their shares
       fold<k>/              Stage II: one run folder per fold
 
-A checkpoint's `input` says how to feed its model: {"size": [H, W], "mean", "std", "caches": [cache folders]}
-(input_record). Checkpoints written before this module said "cache" (one folder) in Stage II; FoldModel reads both.
+A checkpoint's `input` says how to feed its model: {"route": image | signal, "size": [H, W] (signal: [12, n]), "mean",
+"std", "caches": [cache folders], signal route also "fs"} (input_record); checkpoints without "route" are image
+models. Checkpoints written before this module said "cache" (one folder) in Stage II; FoldModel reads both.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .config import find_input, find_inputs, paths
-from .model import norm_tensors
+from .model import is_signal_model, norm_tensors
 from .utils import atomic_path, prepare_run_dir, torch_save, write_csv, write_json, write_text
 
 
@@ -158,6 +159,11 @@ class RunFolder:
             raise SystemExit(f"{self.config_yaml} not found: {self.path} is not a run folder (python -m src.train "
                              f"writes it)")
         return yaml.safe_load(self.config_yaml.read_text()) or {}
+
+    @property
+    def route(self) -> str:
+        """The run's route (config.yaml; runs from before routes existed are image runs)."""
+        return self.config().get("route") or "image"
 
     def read_thresholds(self, labels: Sequence[str]) -> tuple[np.ndarray, bool]:
         """Per-class thresholds in `labels` order ({"thresholds": {label: t}}); (0.5s, False) when absent."""
@@ -319,9 +325,13 @@ def shared_preprocess_config(runs: Sequence[RunFolder]):
 # What a checkpoint says about its input, and the model rebuilt from it
 # ----------------------------------------------------------------------------------------------------------------
 def input_record(size: Sequence[int], model, caches: Sequence[str | Path]) -> dict:
-    """A checkpoint's `input`: image size (H, W), the backbone's normalisation and the caches it was trained on."""
+    """A checkpoint's `input`: its route, input size (image H, W; signal 12, n at "fs"), the backbone's normalisation
+    and the caches (signal route: digitised records or signal sources) it was trained on."""
+    from .data import SIGNAL_FS
     mean, std = (t.flatten().tolist() for t in norm_tensors(model, "cpu"))
-    return {"size": list(size), "mean": mean, "std": std, "caches": [str(c) for c in caches]}
+    signal = is_signal_model(model)
+    return {"route": "signal" if signal else "image", "size": list(size), "mean": mean, "std": std,
+            "caches": [str(c) for c in caches], **({"fs": SIGNAL_FS} if signal else {})}
 
 
 @dataclasses.dataclass
@@ -333,7 +343,7 @@ class FoldModel:
     model: object
     arch: str
     labels: list[str]
-    norm: tuple  # (mean, std) tensors [1, 3, 1, 1] on the model's device
+    norm: tuple  # (mean, std) tensors on the model's device, [1, 3, 1, 1] (images) or [1, 1, 1] (signals)
     order: list[int]
     thresholds: np.ndarray  # [C] in the wanted labels' order
     thresholds_found: bool
@@ -342,6 +352,16 @@ class FoldModel:
     @property
     def size(self) -> tuple[int, int] | None:
         return tuple(self.input["size"]) if self.input.get("size") else None
+
+    @property
+    def route(self) -> str:
+        """image (preprocessed photos) or signal (digitised photos)."""
+        return self.input.get("route", "image")
+
+    @property
+    def name(self) -> str:
+        """The fold's name in logs and tables: its number, prefixed by its route on the signal route (signal0)."""
+        return str(self.fold) if self.route == "image" else f"{self.route}{self.fold}"
 
     @property
     def caches(self) -> list[str]:
@@ -374,11 +394,9 @@ class FoldModel:
         model.load_state_dict({key.removeprefix("module."): v for key, v in ck["model"].items()})
         model.eval().to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         info = ck.get("input") or {}
+        norm = norm_tensors(model, device)
         if info.get("mean") and info.get("std"):
-            norm = (torch.tensor(info["mean"], device=device).view(1, 3, 1, 1),
-                    torch.tensor(info["std"], device=device).view(1, 3, 1, 1))
-        else:
-            norm = norm_tensors(model, device)
+            norm = tuple(torch.tensor(info[k], device=device).view(t.shape) for k, t in zip(("mean", "std"), norm))
         thr, found = RunFolder(path.parent).read_thresholds(ck_labels)
         order = [ck_labels.index(lb) for lb in labels]
         return cls(fold, path, model, ck["arch"], labels, norm, order, thr[order], found, info)

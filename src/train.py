@@ -11,13 +11,19 @@
     torchrun --standalone --nproc_per_node=2 -m src.train --fold=all ... --name=stage2
     # an interrupted fold continues exactly from its last.pt; finished folds are skipped
     python -m src.train --fold=all ... --name=stage2 --resume
+    # the signal route: the training photos digitised once (python -m src.digitize --images=ecg-synth-comp/train
+    # --out=input/ecg-synth-comp-digitised), the same folds, from the signal Stage I
+    python -m src.train --recipe=signal --fold=all --cache=ecg-synth-comp-digitised \
+        --train_csv=ecg-synth-comp/train.csv --folds_csv=ecg-synth-comp-folds/folds.csv \
+        --init=outputs/pretrain/sig-stage1/best.pt --name=sig-stage2
 
 Each fold k trains on the other folds' images and validates on fold k (early stopping on its macro-AUROC), in
 outputs/train/<name>/fold<k>/: config.yaml, git.txt, log.csv, log.jsonl, learning_curve.png, best.pt, last.pt,
 oof.csv (id, fold, labels, pred_<label> of best.pt on fold k), thresholds.json and done.json (finished; such a fold
 is skipped when run again). The run folder itself gets config.yaml, preprocess.yaml (copied from the cache: the
-preprocessing src.infer must re-apply to test images), oof.csv over every finished fold and oof_metrics.json; the
-OOF macro-AUROC over all folds is printed at the end. The layout is src.run's (RunFolder).
+preprocessing src.infer must re-apply to test images; none on the signal route, whose test photos src.infer
+digitises), oof.csv over every finished fold and oof_metrics.json; the OOF macro-AUROC over all folds is printed at
+the end. The layout is src.run's (RunFolder).
 
 Thresholds (thresholds.json, used by the hard vote in src.infer): per class, chosen on that fold's OOF predictions;
 `f1` (default) takes the score cut maximising F1 (predict positive when score >= threshold: the thresholded F1
@@ -33,8 +39,8 @@ import numpy as np
 import pandas as pd
 
 from .config import find_input, parse_args, run_dir
-from .data import build_dataset, join_cache, read_competition_table
-from .engine import run_stage, FitConfig, barrier, fit, setup_runtime
+from .data import build_dataset, build_signal_dataset, join_cache, join_signals, read_competition_table
+from .engine import run_stage, FitConfig, barrier, check_route, fit, setup_runtime
 from .model import check_pretrained, create_model, init_from_checkpoint, load_checkpoint
 from .run import RunFolder, input_record, select_folds
 from .score import macro_auroc, per_class_auroc
@@ -45,7 +51,8 @@ from .utils import imread, seed_everything, write_json
 @dataclasses.dataclass(kw_only=True)
 class TrainConfig(FitConfig):
     """Stage II: fine-tuning per fold on the target competition (paper: 30 epochs, lr 1e-4, batch 32)."""
-    cache: str  # preprocessed cache of the training images (src.preprocess); its preprocess.yaml is copied here
+    cache: str  # preprocessed cache of the training images (src.preprocess; its preprocess.yaml is copied here), or
+    # on the signal route the folder of their digitised records (python -m src.digitize --out=...)
     train_csv: str  # competition train.csv (id, labels..., patient_id); label columns follow sample_submission.csv
     folds_csv: str  # folds.csv (id, fold) from `python -m src.folds`
     fold: str = "all"  # folds to train: all | k | comma list such as 0,3
@@ -81,7 +88,9 @@ def choose_thresholds(y: np.ndarray, p: np.ndarray, labels: list[str], method: s
     return {"method": method, "labels": labels, "thresholds": thr, "score": score, "n": n}
 
 
-def load_table(cfg: TrainConfig) -> tuple[pd.DataFrame, list[str]]:
+def load_table(cfg: TrainConfig) -> tuple[pd.DataFrame, list[str], np.ndarray | None]:
+    """(table id, labels..., fold, image route: file; label names; signal route: the digitised signals in the
+    table's order)."""
     train_csv = find_input(cfg.train_csv)
     if (train_csv.parent / "sample_submission.csv").is_file():  # a competition: every table problem now, not later
         require_valid_competition(train_csv.parent, "train", splits=())  # images: from the cache
@@ -95,7 +104,10 @@ def load_table(cfg: TrainConfig) -> tuple[pd.DataFrame, list[str]]:
         raise SystemExit(f"{int(df['fold'].isna().sum())} training ids are not in {folds_path} (e.g. "
                          f"{df.loc[df['fold'].isna(), 'id'].iloc[0]!r}): rebuild it for this train.csv")
     df["fold"] = df["fold"].astype(int)
-    return join_cache(df, find_input(cfg.cache), what="training images"), labels
+    if cfg.route == "signal":
+        df, signals = join_signals(df, find_input(cfg.cache), what="training photos")
+        return df, labels, signals
+    return join_cache(df, find_input(cfg.cache), what="training images"), labels, None
 
 
 def summarise_oof(run: RunFolder, labels: list[str], folds: list[int]) -> dict | None:
@@ -127,6 +139,7 @@ def load_init(spec: str) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_args(TrainConfig, argv)
+    check_route(cfg)
     try:  # weights named by --init / --pretrained: checked before anything is written, one line if wrong
         init = load_init(cfg.init) if cfg.init else None
         pretrained = None if init is not None else cfg.pretrained or None  # --init replaces every backbone weight
@@ -137,16 +150,17 @@ def main(argv: list[str] | None = None) -> dict:
     if rt.main and init is not None and cfg.pretrained:
         print(f"[train] --pretrained={cfg.pretrained} not loaded: --init={cfg.init} provides the weights")
     out = RunFolder(run_dir("train", cfg.name))
-    df, labels = load_table(cfg)
+    df, labels, signals = load_table(cfg)
     folds_all = sorted(df["fold"].unique().tolist())
     todo = select_folds(cfg.fold, folds_all)
     for k in todo:
         out.fold(k).check_resumable(cfg.resume)
     cache = find_input(cfg.cache)
-    size = imread(df["file"].iloc[0]).shape[:2]
+    size = imread(df["file"].iloc[0]).shape[:2] if signals is None else signals.shape[1:]
     if rt.main:
         out.prepare(cfg)
-        out.export_preprocess(cache)
+        if signals is None:
+            out.export_preprocess(cache)
     budget = cfg.session_epochs
     results = {}
     for k in todo:
@@ -163,14 +177,20 @@ def main(argv: list[str] | None = None) -> dict:
             what = init_from_checkpoint(model, init, cfg.arch, labels, cfg.init)
             if rt.main:
                 print(f"[train] fold {k}: initialised from {cfg.init}: {what}")
-        tr, va = df[df["fold"] != k].reset_index(drop=True), df[df["fold"] == k].reset_index(drop=True)
+        held = (df["fold"] == k).to_numpy()
+        tr, va = df[~held].reset_index(drop=True), df[held].reset_index(drop=True)
+        ytr, yva = tr[labels].to_numpy(np.float32), va[labels].to_numpy(np.float32)
+        if signals is None:
+            train_ds, val_ds = (build_dataset(tr["file"], ytr, size, True, cfg.aug, cfg.seed),
+                                build_dataset(va["file"], yva, size, False))
+        else:  # digitised pages: what the page did not show is NaN already
+            train_ds, val_ds = (build_signal_dataset(signals[~held], ytr, True, cfg.seed),
+                                build_signal_dataset(signals[held], yva, False, cfg.seed))
         if rt.main:
             fdir.prepare(cfg)
         barrier(rt)
         fold_cfg = dataclasses.replace(cfg, session_epochs=budget) if cfg.session_epochs else cfg
-        res = fit(fold_cfg, rt, model, labels,
-                  build_dataset(tr["file"], tr[labels].to_numpy(np.float32), size, True, cfg.aug, cfg.seed),
-                  build_dataset(va["file"], va[labels].to_numpy(np.float32), size, False), va["id"], fdir,
+        res = fit(fold_cfg, rt, model, labels, train_ds, val_ds, va["id"], fdir,
                   extra_cols={"fold": k}, input_info=input_record(size, model, [cache]))
         budget -= res["epochs_run"] if cfg.session_epochs else 0
         results[k] = res

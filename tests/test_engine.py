@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -231,7 +232,8 @@ def test_probe_step_leaves_the_model_as_it_found_it():
     m = create_model("ecgka_tracenet", 5).eval()  # BatchNorm: the probe must not move its running statistics
     before = {k: v.clone() for k, v in m.state_dict().items()}
     rng = torch.get_rng_state()
-    probe_step(m, Runtime(torch.device("cpu"), 0, 1, None, False), norm_tensors(m, "cpu"), (32, 64), 3, 5)
+    images = lambda n: torch.randint(0, 256, (n, 3, 32, 64), dtype=torch.uint8)  # noqa: E731
+    probe_step(m, Runtime(torch.device("cpu"), 0, 1, None, False), norm_tensors(m, "cpu"), images, 3, 5)
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     assert torch.equal(rng, torch.get_rng_state()) and not m.training
     assert all(p.grad is None for p in m.parameters())
@@ -260,10 +262,11 @@ def test_batch_fit_is_a_logged_no_op_on_cpu(tmp_path, capsys):
     from src.engine import fit_batch
     cfg = FitConfig(threads=1, batch_size=8, accum_steps=2)
     rt = setup_runtime(cfg)
-    assert fit_batch(cfg, rt, None, (32, 64), 5, RunFolder(tmp_path)) == (4, 2)
+    ds = SimpleNamespace(size=(32, 64))
+    assert fit_batch(cfg, rt, None, ds, 5, RunFolder(tmp_path)) == (4, 2)
     rec = json.loads((tmp_path / "batch_fit.json").read_text())
     assert rec["probed"] is False and rec["reason"] == "a no-op on cpu"
     assert (rec["micro_batch"], rec["accum_steps"]) == (4, 2)
     assert "batch_fit a no-op on cpu: micro-batch 4 x accum 2" in capsys.readouterr().out
     with pytest.raises(ValueError, match="must divide"):
-        fit_batch(FitConfig(batch_size=6, accum_steps=4), rt, None, (32, 64), 5, RunFolder(tmp_path))
+        fit_batch(FitConfig(batch_size=6, accum_steps=4), rt, None, ds, 5, RunFolder(tmp_path))
