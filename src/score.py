@@ -1,4 +1,5 @@
-"""Score a submission the way the competition does: macro-AUROC (mean of the per-class ROC AUCs).
+"""Score a submission the way the competition does: macro-AUROC (mean of the per-class ROC AUCs); and digitised
+signals the way the PhysioNet/CinC 2024 challenge did (snr_db).
 
     python -m src.score --submission submissions/submission.csv --solution input/ecg-synth-comp-solution/solution.csv
     python -m src.score --submission S --solution T --out outputs/score/metrics.json --threshold 0.5
@@ -134,6 +135,40 @@ def macro_f1(y_true, y_score, thresholds: float | Sequence[float] = 0.5,
              labels: Sequence[str] | None = None) -> float:
     vals = [v for v in per_class_f1(y_true, y_score, thresholds, labels).values() if not math.isnan(v)]
     return float(np.mean(vals)) if vals else float("nan")
+
+
+def snr_db(true, pred, fs: float, max_shift_s: float = 0.2) -> np.ndarray:
+    """Digitisation SNR per lead (dB): signal power over error power, as the PhysioNet/CinC 2024 digitisation score.
+
+    true, pred: [L, n] (or [n]) mV at the same `fs`; pred is cut or zero-padded to true's length. As the challenge's
+    evaluation does, samples where the truth is not finite (not shown on the page) are left out, and NaN in the
+    prediction (a lead or span not read) counts as 0 mV, so a missing lead scores about 0 dB. The error
+    may first be aligned as the challenge allows: a time shift of the prediction by up to `max_shift_s` (whole samples,
+    the shift that minimises the error) and a constant offset (the error's mean is removed). A lead whose truth is
+    empty or all zero has no SNR (NaN); an exact match is +inf. Average leads and records with np.nanmean.
+    """
+    t = np.atleast_2d(np.asarray(true, np.float64))
+    p = np.atleast_2d(np.asarray(pred, np.float64))
+    if t.shape[0] != p.shape[0]:
+        raise ValueError(f"true has {t.shape[0]} leads but pred has {p.shape[0]}")
+    n = t.shape[1]
+    q = np.zeros_like(t)
+    m = min(n, p.shape[1])
+    q[:, :m] = np.nan_to_num(p[:, :m], nan=0.0, posinf=0.0, neginf=0.0)
+    s_max = max(0, int(round(max_shift_s * fs)))
+    out = np.full(t.shape[0], np.nan)
+    for j in range(t.shape[0]):
+        keep = np.isfinite(t[j])
+        power = float(np.sum(t[j, keep] ** 2))
+        if power <= 0:
+            continue
+        padded = np.r_[np.zeros(s_max), q[j], np.zeros(s_max)]
+        best = np.inf
+        for s in range(-s_max, s_max + 1):  # shifted[i] = q[i - s]
+            e = padded[s_max - s: s_max - s + n][keep] - t[j, keep]
+            best = min(best, float(np.sum((e - e.mean()) ** 2)))
+        out[j] = 10 * np.log10(power / best) if best > 0 else np.inf
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,535 @@
+"""Digitisation: an ECG image (scan or photo) -> per-lead signals in mV with their time base.
+
+    d = digitize_image(img)            # Digitised(signal [12, n] mV at d.fs, confidence [12], layout, problems)
+    write_digitised("outputs/digitised", "rec1", d); sig, fs = read_digitised("outputs/digitised", "rec1")
+    python -m src.digitize --images=input/ecg-synth-comp/train --out=outputs/digitised/train
+
+The classical path needs no training:
+1. page: the sheet's quad (page.page_quad) is rectified to a top-down page of the paper's aspect; when no trusted quad
+   is found the whole image is used (said in `problems`). A residual tilt (a rotated scan) is found as the angle that
+   makes the row profile of the dark pixels sharpest, and undone.
+2. scale: px per mm from the printed grid itself (the period of the 5 mm major lines in the autocorrelation of the
+   column and row profiles); without a grid, from the page width and the paper's aspect (letter or A4).
+3. ink: page.trace_map (paper, grid and light taken out), thresholded.
+4. rows: baselines are where the ink covers most columns within +-0.7 mm (a trace sits on its isoelectric line most
+   of the time; text lines cover far fewer columns); the row count gives the layout (12 -> 12x1, 6 -> 6x2, 3-5 ->
+   3x4 with 0-2 rhythm strips, 2 -> 2x1, 1 -> 1x1) unless one is given.
+5. time and amplitude: the 1 mV calibration pulse at a row's start gives the gain (its height) and the paper speed
+   (its 0.2 s top), snapped to 5/10/20 mm/mV and 12.5/25/50 mm/s; without one, 10 mm/mV and 25 mm/s. The trace
+   starts after the pulse, t = 0 at the page's left trace edge, and a row's panels split its span evenly.
+6. trace: per column, the ink run nearest the previous column's (continuity), its ink-weighted centre, or its outer
+   end at a local peak (a QRS tip is a run's end, not its middle); resampled at `fs`, mV = (baseline - y) / (gain px).
+
+Leads whose panel shows no trace (blank, cut off, unreadable) are NaN with confidence 0 and named in `problems`; no
+value is ever invented. Lead names are not read: rhythm strips under a 3x4 page are taken to be II, V1, V5 in that
+order, and 2x1/1x1 strips II, V1 (the renderer's defaults), which `problems` says.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .config import LEADS, paths, parse_args
+from .page import page_quad, rectify, trace_map
+from .render import GAINS, LAYOUTS, PAPERS_MM, SPEEDS
+from .roi import downscale
+
+RHYTHM_GUESS = ("II", "V1", "V5")  # rhythm strips under a 3x4 page, top to bottom (names are not read)
+STRIP_GUESS = ("II", "V1")  # leads of 2x1 / 1x1 strip pages
+IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+
+
+@dataclasses.dataclass
+class Digitised:
+    signal: np.ndarray  # float32 [12, n] mV in LEADS order, NaN where not read
+    fs: float  # samples per second of `signal`
+    confidence: np.ndarray  # float32 [12] in [0, 1]; 0 for leads not read
+    layout: str  # the layout used (render.LAYOUTS names)
+    problems: list[str]  # human-readable notes
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Page, tilt, scale
+# ----------------------------------------------------------------------------------------------------------------
+def _grey(img: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+
+
+def find_page(img: np.ndarray, problems: list[str]) -> tuple[np.ndarray, bool]:
+    """(top-down page, whether it is the rectified sheet); the whole image when no trusted quad is found."""
+    quad, why = page_quad(img)
+    if quad is None or why:
+        problems.append(f"page not found ({why or 'no quad'}): used the whole image")
+        return img, False
+    q = np.asarray(quad, np.float64)
+    wpx = (np.linalg.norm(q[1] - q[0]) + np.linalg.norm(q[2] - q[3])) / 2
+    hpx = (np.linalg.norm(q[3] - q[0]) + np.linalg.norm(q[2] - q[1])) / 2
+    ratio = wpx / max(hpx, 1.0)
+    aspects = [w / h for w, h in PAPERS_MM.values()]
+    aspect = min(aspects, key=lambda a: abs(math.log(a / ratio))) if ratio > 1 else ratio
+    w = int(round(wpx))
+    return rectify(img, q, (int(round(w / aspect)), w)), True
+
+
+def _row_sharpness(dark: np.ndarray, angle: float) -> float:
+    h, w = dark.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    rot = cv2.warpAffine(dark, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    prof = rot[:, w // 8: w - w // 8].mean(1)
+    return float(np.sum(np.diff(prof) ** 2))
+
+
+def deskew(page: np.ndarray, max_deg: float = 5.0) -> tuple[np.ndarray, float]:
+    """Undo a small in-plane rotation: the angle (coarse 0.25 deg, then 0.05 deg steps) at which the row profile of
+    the dark pixels (grid lines, baselines) is sharpest. Returns (page, angle in degrees)."""
+    small, _ = downscale(page, 700)
+    dark = 255 - _grey(small).astype(np.float32)
+    coarse = np.arange(-max_deg, max_deg + 1e-6, 0.25)
+    a0 = coarse[int(np.argmax([_row_sharpness(dark, a) for a in coarse]))]
+    fine = a0 + np.arange(-0.2, 0.2 + 1e-6, 0.05)
+    ang = float(fine[int(np.argmax([_row_sharpness(dark, a) for a in fine]))])
+    if abs(ang) < 0.05:
+        return page, 0.0
+    h, w = page.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), ang, 1.0)
+    return cv2.warpAffine(page, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), ang
+
+
+def _acf(p: np.ndarray) -> np.ndarray:
+    p = p - cv2.blur(p.reshape(1, -1).astype(np.float32), (min(len(p) | 1, 131), 1)).ravel()
+    f = np.fft.rfft(p, 2 * len(p))
+    r = np.fft.irfft(np.abs(f) ** 2)[:len(p)]
+    return r / max(r[0], 1e-9)
+
+
+def grid_pitch(page: np.ndarray, ink: np.ndarray) -> tuple[float | None, float]:
+    """(px per mm, strength) from the printed grid: the 5 mm major period is the strongest lag of the lesser of the
+    autocorrelations of the dark pixels' column and row profiles (a 1 mm line pairs with a major one at 1 mm, all
+    lines at 5 mm; trace rows repeat along y only, beats along x only), refined on its largest multiple. (None, strength) when no lag stands out (no grid)."""
+    g = 255 - _grey(page).astype(np.float32)
+    h, w = g.shape
+    core = g[int(0.2 * h): int(0.8 * h), int(0.1 * w): int(0.9 * w)]
+    rx, ry = _acf(core.mean(0)), _acf(core.mean(1))
+    n = min(len(rx), len(ry))
+    r = np.minimum(rx[:n], ry[:n])  # the grid repeats both ways; trace rows (y) and beats (x) only one
+    lo, hi = 6, min(n // 3, 5 * 16)
+    if hi <= lo + 2:
+        return None, 0.0
+    lags = np.arange(lo, hi)
+    # a grid's peak is sharp: r at the lag above r a tenth of the lag either side (between 1 mm lines when the lag is
+    # 5 mm; on a 1 mm line at 10 mm); shading and creases only make broad humps
+    score = r[lags] - 0.5 * (np.interp(lags * 0.9, np.arange(n), r) + np.interp(lags * 1.1, np.arange(n), r))
+    lag = int(lags[int(np.argmax(score))])
+    strength = float(score.max())
+    if strength < 0.1:
+        return None, strength
+    period = float(lag)
+    m = int((n // 2) // lag)
+    if m >= 2:
+        k0 = int(round(m * lag))
+        win = np.arange(max(1, k0 - 3), min(n - 1, k0 + 4))
+        k = int(win[np.argmax(r[win])])
+        a, b, c = r[k - 1], r[k], r[k + 1]
+        den = a - 2 * b + c
+        sub = 0.5 * (a - c) / den if abs(den) > 1e-12 else 0.0
+        period = (k + float(np.clip(sub, -0.5, 0.5))) / m
+    return period / 5.0, strength
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rows, calibration, traces
+# ----------------------------------------------------------------------------------------------------------------
+def ink_mask(page: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ink strength float32 0..255, boolean trace mask) of a top-down page."""
+    ink = 255 - trace_map(page).astype(np.float32)
+    vals = ink[ink > 20]
+    thr = max(35.0, 0.4 * float(np.percentile(vals, 99))) if vals.size else 35.0
+    return ink, ink > thr
+
+
+def find_baselines(mask: np.ndarray, ppm: float) -> np.ndarray:
+    """y (px, sub-pixel) of each trace row's isoelectric line: peaks of the share of columns with ink within
+    +-0.7 mm."""
+    from scipy.signal import find_peaks
+    k = max(1, int(round(0.7 * ppm)))
+    cov = cv2.dilate(mask.astype(np.uint8), np.ones((2 * k + 1, 1), np.uint8)).mean(1).astype(np.float64)
+    cov = cv2.GaussianBlur(cov.reshape(-1, 1), (0, 0), max(0.5, 0.4 * ppm)).ravel()
+    if cov.max() <= 0:
+        return np.zeros(0)
+    peaks, _ = find_peaks(cov, height=0.45 * cov.max(), distance=max(2, int(7 * ppm)), prominence=0.15 * cov.max())
+    out = []
+    for p in peaks:
+        if 0 < p < len(cov) - 1:
+            a, b, c = cov[p - 1], cov[p], cov[p + 1]
+            den = a - 2 * b + c
+            out.append(p + (0.5 * (a - c) / den if abs(den) > 1e-12 else 0.0))
+        else:
+            out.append(float(p))
+    return np.array(out)
+
+
+def _row_extent(mask: np.ndarray, base: float, ppm: float) -> tuple[int, int] | None:
+    """First and last column of the longest run of columns with ink near the baseline (gaps < 12 mm bridged: a calibration pulse's top leaves the band)."""
+    h = mask.shape[0]
+    y0, y1 = max(0, int(base - 1.5 * ppm)), min(h, int(base + 1.5 * ppm) + 1)
+    cols = np.flatnonzero(mask[y0:y1].any(0))
+    if cols.size == 0:
+        return None
+    breaks = np.flatnonzero(np.diff(cols) > 12 * ppm)
+    starts, ends = np.r_[0, breaks + 1], np.r_[breaks, len(cols) - 1]
+    i = int(np.argmax(cols[ends] - cols[starts]))
+    return int(cols[starts[i]]), int(cols[ends[i]])
+
+
+def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[float, float] | None:
+    """(gain mm/mV, speed mm/s) from a 1 mV calibration pulse starting at column xa, or None if there is none: the
+    pulse's flat top sits gain mm above the baseline for 0.2 s."""
+    h, w = mask.shape
+    y0, y1 = max(0, int(base - 25 * ppm)), max(0, int(base - 2 * ppm))
+    x1 = min(w, int(xa + 14 * ppm))
+    if y1 - y0 < 2 or x1 - xa < 4:
+        return None
+    sub = mask[y0:y1, xa:x1]
+    has = sub.any(0)
+    top = np.where(has, np.argmax(sub, axis=0) + y0, np.nan)
+    probe = top[int(1.4 * ppm): int(3.0 * ppm) + 1]
+    if probe.size == 0 or np.isnan(probe).mean() > 0.3:
+        return None
+    level = float(np.nanmedian(probe))
+    if np.nanmax(np.abs(probe - level)) > max(1.5, 0.5 * ppm):
+        return None
+    height = (base - level) / ppm
+    on = np.abs(np.nan_to_num(top, nan=-1e9) - level) <= max(1.5, 0.5 * ppm)
+    i0 = int(1.4 * ppm)
+    i1 = i0
+    while i1 < len(on) and on[i1]:
+        i1 += 1
+    j0 = i0
+    while j0 > 0 and on[j0 - 1]:
+        j0 -= 1
+    top_mm = (i1 - j0) / ppm
+    gain = min(GAINS, key=lambda g: abs(math.log(g / height)))
+    speed = min(SPEEDS, key=lambda s: abs(math.log(0.2 * s / max(top_mm, 0.1))))
+    if abs(math.log(gain / height)) > 0.25 or abs(math.log(0.2 * speed / max(top_mm, 0.1))) > 0.35:
+        return None
+    return gain, speed
+
+
+def trace_row(ink: np.ndarray, mask: np.ndarray, base: float, up: float, down: float, x0: int, x1: int,
+              ppm: float) -> np.ndarray:
+    """y (page px) of the trace in each column x0..x1 (NaN where none is found), following the ink run nearest the
+    previous column's; at a local extreme of a run's end (a peak) the end itself, not the run's middle."""
+    h = mask.shape[0]
+    y0, y1 = max(0, int(math.floor(base - up))), min(h, int(math.ceil(base + down)) + 1)
+    m = mask[y0:y1, x0:x1 + 1]
+    wgt = ink[y0:y1, x0:x1 + 1]
+    n = m.shape[1]
+    out = np.full(n, np.nan)
+    tops, bots = np.full(n, np.nan), np.full(n, np.nan)
+    if n == 0 or m.shape[0] == 0:
+        return out
+    d = np.diff(np.vstack([np.zeros((1, n), bool), m, np.zeros((1, n), bool)]).astype(np.int8), axis=0)
+    sx, sy = np.nonzero(d.T == 1)  # run starts, sorted by column
+    ex, ey = np.nonzero(d.T == -1)  # run ends (exclusive)
+    split = np.searchsorted(sx, np.arange(1, n))
+    starts, ends = np.split(sy, split), np.split(ey, split)
+    prev = base - y0
+    max_jump = max(3.0, 0.4 * (up + down))
+    thick = []
+    for i in range(n):
+        s, e = starts[i], ends[i]
+        if len(s) == 0:
+            continue
+        dist = np.maximum(0, np.maximum(s - prev, prev - (e - 1)))
+        j = int(np.argmin(dist))
+        if dist[j] > max_jump:
+            continue
+        a, b = int(s[j]), int(e[j])
+        ww = wgt[max(0, a - 1): min(m.shape[0], b + 1), i]
+        ys = np.arange(max(0, a - 1), min(m.shape[0], b + 1))
+        out[i] = float((ww * ys).sum() / max(ww.sum(), 1e-6))
+        tops[i], bots[i] = a, b - 1
+        if b - a <= 3 * ppm:
+            thick.append(b - a)
+        prev = out[i]
+    half = (float(np.median(thick)) if thick else 1.0) / 2
+    # a run reaching further than both neighbours' is a peak: its end is the sample, not its middle
+    t_prev, t_next = np.r_[np.nan, tops[:-1]], np.r_[tops[1:], np.nan]
+    b_prev, b_next = np.r_[np.nan, bots[:-1]], np.r_[bots[1:], np.nan]
+    tall = (bots - tops) > 4 * half + 2
+    peak_up = tall & (tops < np.fmin(t_prev, t_next))
+    peak_dn = tall & (bots > np.fmax(b_prev, b_next))
+    out = np.where(peak_up, tops + half, out)
+    out = np.where(peak_dn & ~peak_up, bots - half, out)
+    return out + y0
+
+
+def _mode(y: np.ndarray, ppm: float) -> float:
+    """The most common y of a row's trace (its isoelectric line), to 0.1 px."""
+    y = y[np.isfinite(y)]
+    if y.size == 0:
+        return float("nan")
+    lo = np.floor(y.min())
+    hist = np.bincount(np.round((y - lo) * 10).astype(int)).astype(np.float64)
+    hist = cv2.GaussianBlur(hist.reshape(-1, 1), (0, 0), max(1.0, 2 * ppm)).ravel()
+    return float(lo + np.argmax(hist) / 10)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Layout
+# ----------------------------------------------------------------------------------------------------------------
+def layout_for_rows(n_rows: int) -> str | None:
+    return {12: "12x1", 6: "6x2", 3: "3x4", 4: "3x4", 5: "3x4", 2: "2x1", 1: "1x1"}.get(n_rows)
+
+
+def row_panels(layout: str, n_rows: int) -> list[list[str]]:
+    """Leads of each row's panels, left to right (rows beyond those the layout has are dropped)."""
+    if layout == "3x4":
+        rows = [[LEADS[3 * j + r] for j in range(4)] for r in range(3)] + [[lead] for lead in RHYTHM_GUESS]
+    elif layout == "6x2":
+        rows = [[LEADS[r], LEADS[r + 6]] for r in range(6)]
+    elif layout == "12x1":
+        rows = [[lead] for lead in LEADS]
+    else:
+        rows = [[lead] for lead in STRIP_GUESS[:int(layout[0])]]
+    return rows[:n_rows]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The classical digitiser
+# ----------------------------------------------------------------------------------------------------------------
+def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, seconds: float = 10.0,
+                   method: str = "classical") -> Digitised:
+    """RGB uint8 image -> Digitised (see the module docstring). `layout`: auto or one of render.LAYOUTS."""
+    if layout != "auto" and layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r}: expected auto or one of {LAYOUTS}")
+    if method != "classical":
+        raise ValueError(f"method {method!r}: expected classical")
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image, got {img.dtype} {img.shape}")
+    n = int(round(seconds * fs))
+    problems: list[str] = []
+    signal = np.full((len(LEADS), n), np.nan, np.float32)
+    conf = np.zeros(len(LEADS), np.float32)
+
+    def give_up(why: str, used: str) -> Digitised:
+        problems.append(why)
+        return Digitised(signal, float(fs), conf, used, problems)
+
+    page, found = find_page(img, problems)
+    page, angle = deskew(page)
+    if angle:
+        problems.append(f"tilt {angle:+.2f} deg corrected")
+    ink, mask = ink_mask(page)
+    ppm, strength = grid_pitch(page, mask)
+    trust = 1.0
+    if ppm is None:
+        pw, ph = min(PAPERS_MM.values(), key=lambda s: abs(math.log(s[0] / s[1] * page.shape[0] / page.shape[1])))
+        ppm = page.shape[1] / pw
+        trust = 0.7
+        problems.append(f"no grid found: scale {ppm:.2f} px/mm from the page width")
+    bases = find_baselines(mask, ppm)
+    if len(bases) == 0:
+        return give_up("no trace rows found", "3x4" if layout == "auto" else layout)
+    ext = [_row_extent(mask, b, ppm) for b in bases]
+    longest = max((e[1] - e[0] for e in ext if e is not None), default=0)
+    keep = [e is not None and e[1] - e[0] >= 0.6 * longest for e in ext]  # a header or footer text line is shorter
+    bases, ext = bases[keep], [e for e, k in zip(ext, keep) if k]
+    if len(bases) == 0:
+        return give_up("no trace rows found", "3x4" if layout == "auto" else layout)
+    used = layout
+    if layout == "auto":
+        used = layout_for_rows(len(bases))
+        if used is None:
+            return give_up(f"{len(bases)} trace rows: no known layout has that many", "3x4")
+    panels = row_panels(used, len(bases))
+    if len(bases) != len(panels):
+        problems.append(f"{len(bases)} trace rows found, layout {used} has {len(panels)}: read the first")
+        bases, ext = bases[:len(panels)], ext[:len(panels)]
+    if used == "3x4" and len(bases) > 3:
+        problems.append(f"rhythm strips read as {', '.join(RHYTHM_GUESS[:len(bases) - 3])} (lead names are not read)")
+    if used in ("2x1", "1x1"):
+        problems.append(f"strips read as {', '.join(STRIP_GUESS[:len(bases)])} (lead names are not read)")
+
+    xa = int(np.median([e[0] for e in ext]))
+    xe = int(np.median([e[1] for e in ext]))
+    cals = [c for b, e in zip(bases, ext) if (c := calibration(mask, b, e[0], ppm)) is not None]
+    if cals:
+        gain = float(np.median([c[0] for c in cals]))
+        speed = float(np.median([c[1] for c in cals]))
+        xs = xa + (0.2 * speed + 2.5) * ppm  # the renderer's pulse: 1.5 mm in, 1 + 0.2 s x speed + 1 mm wide, 0.5 mm gap
+    else:
+        gain, speed, xs = 10.0, 25.0, float(xa)
+        problems.append("no calibration pulse: assumed 10 mm/mV, 25 mm/s")
+    span_px = xe - xs
+    if span_px < 10 * ppm:
+        return give_up("trace rows too short to read", used)
+    spacing = float(np.median(np.diff(bases))) if len(bases) > 1 else 0.4 * page.shape[0]
+    t = np.arange(n) / fs
+    x_t = xs + t * speed * ppm
+    got = np.zeros(len(LEADS), np.float32)
+    for r, (b, leads) in enumerate(zip(bases, panels)):
+        y = trace_row(ink, mask, b, 0.75 * spacing, 0.6 * spacing, int(xs), xe, ppm)
+        xcol = np.arange(int(xs), xe + 1, dtype=np.float64)
+        base = _mode(y, ppm)
+        if not np.isfinite(base):
+            base = b
+        ok = np.isfinite(y)
+        seg = span_px / len(leads)
+        for j, lead in enumerate(leads):
+            li = LEADS.index(lead)
+            xa_j, xb_j = xs + j * seg, xs + (j + 1) * seg
+            inside = (x_t >= xa_j) & (x_t < xb_j) & (x_t <= xe)
+            cols = (xcol >= xa_j) & (xcol < xb_j)
+            frac = float(ok[cols].mean()) if cols.any() else 0.0
+            if frac < 0.5 or ok[cols].sum() < 2:
+                continue
+            if frac * trust <= got[li]:
+                continue  # a better read of this lead exists (a rhythm strip vs its panel, or the other way)
+            xv, yv = xcol[cols & ok], y[cols & ok]
+            val = np.interp(x_t[inside], xv, yv)
+            # no value across a gap in the trace longer than 2 mm
+            near = np.abs(xv[np.clip(np.searchsorted(xv, x_t[inside]), 0, len(xv) - 1)] - x_t[inside])
+            near = np.minimum(near, np.abs(xv[np.clip(np.searchsorted(xv, x_t[inside]) - 1, 0, len(xv) - 1)]
+                                           - x_t[inside]))
+            val[near > 2 * ppm] = np.nan
+            sig = np.full(n, np.nan, np.float32)
+            sig[inside] = (base - val) / (gain * ppm)
+            signal[li] = sig
+            got[li] = frac * trust
+    conf[:] = np.clip(got, 0, 1)
+    missing = [lead for lead, c in zip(LEADS, conf) if c == 0 and any(lead in p for p in panels)]
+    if missing:
+        problems.append(f"no trace read for {', '.join(missing)}: left NaN")
+    return Digitised(signal, float(fs), conf, used, problems)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------------------------
+def digitize_file(path, **kw) -> Digitised:
+    """digitize_image of an image file; ImageReadError naming the file when it cannot be read."""
+    from .utils import imread
+    return digitize_image(imread(path), **kw)
+
+
+ADC_GAIN = 1000.0  # digital units per mV in the written records (1 uV steps, +-32.7 mV range)
+
+
+def write_digitised(out_dir, id: str, d: Digitised) -> None:
+    """<out_dir>/<id>.hea + .dat (WFDB format 16, NaN kept as WFDB's missing-sample value), with the layout, the
+    per-lead confidences and the problems in the header's comments. Written in a temporary folder and moved in, the
+    header last, so a record whose header exists is complete."""
+    import wfdb
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sig = np.clip(np.asarray(d.signal, np.float64), -32.0, 32.0).T
+    comments = [f"layout: {d.layout}", "confidence: " + " ".join(f"{c:.3f}" for c in d.confidence)]
+    comments += [f"problem: {p}" for p in d.problems]
+    tmp = Path(tempfile.mkdtemp(prefix=f".{id}.", dir=out))
+    try:
+        wfdb.wrsamp(id, fs=d.fs, units=["mV"] * len(LEADS), sig_name=list(LEADS), p_signal=sig, fmt=["16"] * len(LEADS),
+                    adc_gain=[ADC_GAIN] * len(LEADS), baseline=[0] * len(LEADS), comments=comments,
+                    write_dir=str(tmp))
+        os.replace(tmp / f"{id}.dat", out / f"{id}.dat")
+        os.replace(tmp / f"{id}.hea", out / f"{id}.hea")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_digitised(out_dir, id: str) -> tuple[np.ndarray, float]:
+    """(signal [12, n] float32 mV with NaN where not read, fs) of a record written by write_digitised."""
+    import wfdb
+    rec = wfdb.rdrecord(str(Path(out_dir) / id))
+    return rec.p_signal.T.astype(np.float32), float(rec.fs)
+
+
+def read_confidence(out_dir, id: str) -> np.ndarray:
+    """The per-lead confidences write_digitised kept in the header."""
+    import wfdb
+    for c in wfdb.rdheader(str(Path(out_dir) / id)).comments:
+        if c.startswith("confidence:"):
+            return np.array(c.split(":", 1)[1].split(), np.float32)
+    raise ValueError(f"{Path(out_dir) / id}.hea: no confidence line")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class DigitizeConfig:
+    """Digitise every ECG image of a folder into WFDB records (mV) with per-lead confidences."""
+    images: str  # folder of images (.png/.jpg, searched recursively), e.g. a competition split folder
+    out: str = ""  # output folder for <id>.hea/.dat and digitised.csv (default: input/digitised/<images folder name>)
+    layout: str = "auto"  # auto | 3x4 | 6x2 | 12x1 | 2x1 | 1x1
+    fs: float = 100.0  # output samples per second
+    seconds: float = 10.0  # output length, s (t = 0 at the page's left trace edge)
+    method: str = "classical"  # classical
+    workers: int = 0  # processes (0 = one per core, 1 = inline)
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Images under a folder (recursive), masks written beside them left out, sorted."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and not p.stem.endswith("_mask"))
+
+
+class _Job:
+    def __init__(self, cfg: DigitizeConfig, out: Path):
+        self.cfg, self.out = cfg, out
+
+    def __call__(self, path: Path) -> dict:
+        cfg = self.cfg
+        try:
+            d = digitize_file(path, layout=cfg.layout, fs=cfg.fs, seconds=cfg.seconds, method=cfg.method)
+        except (OSError, ValueError, cv2.error) as e:  # utils.ImageReadError is an OSError
+            return {"id": path.stem, "status": "error", "layout": "", "problems": str(e),
+                    **{lead: 0.0 for lead in LEADS}}
+        write_digitised(self.out, path.stem, d)
+        return {"id": path.stem, "status": "ok", "layout": d.layout, "problems": "; ".join(d.problems),
+                **{lead: round(float(c), 3) for lead, c in zip(LEADS, d.confidence)}}
+
+
+def main(argv=None) -> None:
+    import pandas as pd
+    from .utils import parallel_map, write_csv
+    cfg = parse_args(DigitizeConfig, argv)
+    src = Path(cfg.images)
+    if not src.is_dir():
+        raise SystemExit(f"--images={cfg.images}: not a folder; pass a folder of ECG images (.png/.jpg), e.g. "
+                         f"--images=input/ecg-synth-comp/train")
+    if cfg.layout != "auto" and cfg.layout not in LAYOUTS:
+        raise SystemExit(f"--layout must be auto or one of {', '.join(LAYOUTS)}")
+    if cfg.method != "classical":
+        raise SystemExit("--method must be classical")
+    if cfg.fs <= 0 or cfg.seconds <= 0:
+        raise SystemExit("--fs and --seconds must be positive")
+    images = find_images(src)
+    if not images:
+        raise SystemExit(f"--images={cfg.images}: no .png/.jpg images in it; pass the folder that holds them")
+    out = Path(cfg.out) if cfg.out else paths().input / "digitised" / src.resolve().name
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "digitised.csv"
+    old = pd.read_csv(table, dtype={"id": str}) if table.exists() else pd.DataFrame(columns=["id"])
+    todo = [p for p in images if not (out / f"{p.stem}.hea").exists()]
+    rows = list(parallel_map(_Job(cfg, out), todo, workers=cfg.workers, desc="digitise"))
+    new = pd.DataFrame(rows, columns=["id", "status", "layout", *LEADS, "problems"])
+    done = {p.stem for p in images} - {r["id"] for r in rows}
+    kept = old[old["id"].isin(done)] if len(old) else old
+    df = pd.concat([kept, new], ignore_index=True).sort_values("id").reset_index(drop=True)
+    write_csv(table, df)
+    bad = new[new["status"] != "ok"]
+    for _, r in bad.iterrows():
+        print(f"[digitize] skipped {r['id']}: {r['problems']}")
+    print(f"[digitize] {len(new) - len(bad)} digitised, {len(bad)} skipped, {len(images) - len(todo)} already done "
+          f"-> {out} (<id>.hea/.dat, digitised.csv)")
+
+
+if __name__ == "__main__":
+    main()
