@@ -123,13 +123,14 @@ def ensemble(probs: np.ndarray, vote: str, thresholds: np.ndarray | float = 0.5)
 
 def vote_with_fallback(probs: np.ndarray, bad: np.ndarray, fallback: np.ndarray, vote: str,
                        thresholds: np.ndarray | float = 0.5) -> np.ndarray:
-    """The vote over all N images [N, C], where the `bad` ones (unreadable) count as if every fold had predicted
+    """The vote over all N images [N, C], where the `bad` ones (unreadable; [N], or [F, N] per fold: a signal fold
+    has nothing to read where the digitiser found no lead) count as if every fold (that fold) had predicted
     `fallback` [C] (the training prevalence) for them. Their score is then on the vote's own scale: under
     hard_tiebreak a prevalence of 0.3 below every threshold is 0 votes and a tie-break of 0.3, i.e. 0.3 / (folds + 1),
     where the raw 0.3 would outrank most images one fold voted for; under rank they are ranked among the real
     predictions."""
     p = np.array(probs, dtype=float)
-    p[:, np.asarray(bad, bool)] = np.asarray(fallback, dtype=float)
+    p[np.broadcast_to(np.asarray(bad, bool), p.shape[:2])] = np.asarray(fallback, dtype=float)
     return ensemble(p, vote, thresholds)
 
 
@@ -230,12 +231,10 @@ class TestImages:
         img = imread(self.files[i])
         x = preprocess_image(img, self.pcfg)[0] if self.pcfg is not None else None
         s = None
-        if self.signal:
+        if self.signal:  # where the digitiser reads no lead, the signal is all NaN: see predict
             from .digitize import digitize_image
             d = digitize_image(img)
             s = signal_input(d.signal, d.fs)
-            if not np.isfinite(s).any():
-                raise ImageReadError(f"{self.files[i]}: the digitiser read no lead ({'; '.join(d.problems)})")
         return x, s
 
     def __getitem__(self, i: int):
@@ -252,7 +251,8 @@ class TestImages:
         if err:
             x = None if self.pcfg is None else np.full((*self.pcfg.size, 3), 255, np.uint8)
             s = np.full((12, int(SIGNAL_SECONDS * SIGNAL_FS)), np.nan, np.float32) if self.signal else None
-        x = torch.zeros(0, dtype=torch.uint8) if x is None else torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+        x = (torch.zeros(0, dtype=torch.uint8) if x is None
+             else torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))))
         s = torch.zeros(0) if s is None else torch.from_numpy(np.ascontiguousarray(s, np.float32))
         return x, s, i, err, time.perf_counter() - t0
 
@@ -277,7 +277,8 @@ def _spawned_worker(worker_id: int) -> None:
 def predict(folds: list[FoldModel], dataset: TestImages, rt, batch_size: int = 32, workers: int = 0, tta: str = "none",
             channels_last: bool = True, start_method: str | None = None) -> dict:
     """Every fold's probabilities for every image (an image fold reads the preprocessed image, a signal fold the
-    digitised signal): {"probs" [F, N, C] (NaN rows where unreadable), "errors" [N],
+    digitised signal): {"probs" [F, N, C] (NaN rows where unreadable, and for a signal fold where the digitiser read
+    no lead), "errors" [N],
     "seconds": {"preprocess" (summed over workers), "model", "wall"}}. `start_method` of the loader workers: None
     chooses (spawn when the models are on CUDA, else the platform's default, fork on Linux)."""
     import torch
@@ -318,6 +319,8 @@ def predict(folds: list[FoldModel], dataset: TestImages, rt, batch_size: int = 3
                     p = torch.sigmoid(fold.model(xi).float())
                     if tta == "flip" and fold.route == "image":
                         p = 0.5 * (p + torch.sigmoid(fold.model(torch.flip(xi, dims=[3])).float()))
+                    if fold.route == "signal":  # no lead read: nothing to predict from
+                        p[torch.isnan(xi).flatten(1).all(1)] = float("nan")
                 probs[f, idx] = p.cpu().numpy()[:, fold.order]
             t_model += time.perf_counter() - tm  # .cpu() above synchronises the device
             for j, e in zip(idx, errs):
@@ -418,7 +421,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"[infer] {', '.join(map(str, runs))}: folds {[f.name for f in folds]} "
           f"({', '.join(sorted({f.arch for f in folds}))}), {len(ids)} test images from {test_dir}, "
           f"{' + '.join(reads)}, vote {cfg.vote}, tta {cfg.tta}, {rt.device.type} amp {rt.amp_dtype}")
-    res = predict(folds, TestImages(files, ids, pcfg, "signal" in ckpts), rt, cfg.batch_size, workers, cfg.tta, cfg.channels_last)
+    res = predict(folds, TestImages(files, ids, pcfg, "signal" in ckpts), rt, cfg.batch_size, workers, cfg.tta,
+                  cfg.channels_last)
     probs, errors = res["probs"], res["errors"]
     bad = np.array([bool(e) for e in errors])
     unreadable = [{"id": ids[i], "path": files[i] or "", "error": errors[i]} for i in np.flatnonzero(bad)]
@@ -435,7 +439,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     thresholds = np.stack([f.thresholds for f in folds])
     prev = training_prevalence(runs, labels)
-    scores = vote_with_fallback(probs, bad, prev, cfg.vote, thresholds)
+    unread = np.isnan(probs).any(axis=2) & ~bad  # [F, N]: signal folds where the digitiser read no lead
+    if unread.any():
+        print(f"[infer] the digitiser read no lead on {int(unread.any(0).sum())} of {len(ids)} test images: their "
+              f"signal folds count as the training prevalence (listed in {side_path(out, 'folds.csv').name} as "
+              f"not_digitised)", file=sys.stderr)
+    scores = vote_with_fallback(probs, bad | unread, prev, cfg.vote, thresholds)
     sub = pd.DataFrame({id_col: ids, **{lb: scores[:, j] for j, lb in enumerate(labels)}})
     try:
         check_submission(sub, sample, str(out))
@@ -444,7 +453,9 @@ def main(argv: list[str] | None = None) -> dict:
     write_csv(out, sub)
 
     per_fold = pd.concat([pd.DataFrame({id_col: ids, "fold": f.fold, "route": f.route,
-                                        "status": np.where(bad, "unreadable", "ok"), **{lb: probs[i, :, j] for j, lb in enumerate(labels)}})
+                                        "status": np.where(bad, "unreadable",
+                                                           np.where(unread[i], "not_digitised", "ok")),
+                                        **{lb: probs[i, :, j] for j, lb in enumerate(labels)}})
                           for i, f in enumerate(folds)], ignore_index=True)
     write_csv(side_path(out, "folds.csv"), per_fold)
     if unreadable:
@@ -458,7 +469,8 @@ def main(argv: list[str] | None = None) -> dict:
             "routes": [f.route for f in folds], "arch": ", ".join(sorted({f.arch for f in folds})), "labels": labels,
             "thresholds": {f.name: f.thresholds.tolist() for f in folds}, "thresholds_missing": no_thr,
             "preprocess": dataclasses.asdict(pcfg) if pcfg else None, "n": len(ids),
-            "unreadable": unreadable, "prevalence": prev.tolist(), "seconds": sec, "device": rt.device.type,
+            "unreadable": unreadable, "not_digitised": int(unread.any(0).sum()), "prevalence": prev.tolist(),
+            "seconds": sec, "device": rt.device.type,
             "amp": str(rt.amp_dtype)}
     write_json(side_path(out, "info.json"), info)
     print(f"[infer] {len(ids)} images in {sec['wall']:.1f}s ({sec['images_per_s']:.1f} img/s; model "

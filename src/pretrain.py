@@ -32,7 +32,8 @@ both may be paths or dataset slugs under input/. With --route=signal a source is
 load_signal_source): synth:N (N records of src.synth, made in memory), ptbxl:ROOT, code15:ROOT, or a folder with
 labels.csv and WFDB records (src.synth's output, ../shared/real); every record is shown as a random page of the
 renderer's layouts would show it (src.data.page_mask: a 3x4 page keeps each lead's 2.5 s column), the view Stage II's
-digitised photos have. A hold-out of --val_frac of each source (whole patients) drives early stopping. Output: outputs/pretrain/<name>/ with best.pt (what Stage II
+digitised photos have. A hold-out of --val_frac of each source (whole patients) drives early stopping.
+Output: outputs/pretrain/<name>/ with best.pt (what Stage II
 starts from: `python -m src.train --init=outputs/pretrain/<name>/best.pt`), last.pt, config.yaml, git.txt, data.json,
 log.csv, log.jsonl, learning_curve.png, oof.csv (hold-out predictions of best.pt) and done.json when finished.
 A finished run (done.json) is not run again.
