@@ -102,45 +102,49 @@ def deskew(page: np.ndarray, max_deg: float = 5.0) -> tuple[np.ndarray, float]:
     return cv2.warpAffine(page, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), ang
 
 
-def _acf(p: np.ndarray) -> np.ndarray:
-    p = p - cv2.blur(p.reshape(1, -1).astype(np.float32), (min(len(p) | 1, 131), 1)).ravel()
-    f = np.fft.rfft(p, 2 * len(p))
-    r = np.fft.irfft(np.abs(f) ** 2)[:len(p)]
-    return r / max(r[0], 1e-9)
+def _harmonic_power(p: np.ndarray, pad: int, periods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(power spectrum of the detrended profile zero-padded to `pad` samples, and for each period P the share of the
+    spectrum's power at its first five harmonics 1/P .. 5/P, each the max within +-1 bin)."""
+    p = p - cv2.blur(p.reshape(1, -1).astype(np.float32), (min(len(p) | 1, 61), 1)).ravel().astype(np.float64)
+    spec = np.abs(np.fft.rfft(p * np.hanning(len(p)), pad)) ** 2
+    spec[0] = 0
+    peak = np.maximum.reduce([spec, np.r_[spec[1:], 0], np.r_[0, spec[:-1]]])
+    k = pad / periods
+    harm = sum(peak[np.minimum(np.round(m * k).astype(int), len(spec) - 1)] for m in range(1, 6))
+    return spec, harm / (spec.sum() + 1e-12)
 
 
 def grid_pitch(page: np.ndarray, ink: np.ndarray) -> tuple[float | None, float]:
-    """(px per mm, strength) from the printed grid: the 5 mm major period is the strongest lag of the lesser of the
-    autocorrelations of the dark pixels' column and row profiles (a 1 mm line pairs with a major one at 1 mm, all
-    lines at 5 mm; trace rows repeat along y only, beats along x only), refined on its largest multiple. (None, strength) when no lag stands out (no grid)."""
+    """(px per mm, strength) from the printed grid: the 5 mm major period P whose five harmonics (the 5th is the 1 mm
+    lines) hold the most power in the spectra of both the column and the row profile of the dark pixels (the lesser
+    of the two counts: trace rows repeat along y only, beats along x only), refined on the highest harmonic's peak. Ink
+    (the boolean `ink` mask, widened) is set to the median first. (None, strength) when no period stands out."""
     g = 255 - _grey(page).astype(np.float32)
+    g[cv2.dilate(ink.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] = float(np.median(g))
     h, w = g.shape
     core = g[int(0.2 * h): int(0.8 * h), int(0.1 * w): int(0.9 * w)]
-    rx, ry = _acf(core.mean(0)), _acf(core.mean(1))
-    n = min(len(rx), len(ry))
-    r = np.minimum(rx[:n], ry[:n])  # the grid repeats both ways; trace rows (y) and beats (x) only one
-    lo, hi = 6, min(n // 3, 5 * 16)
-    if hi <= lo + 2:
+    px, py = core.mean(0), core.mean(1)
+    n = max(len(px), len(py))
+    if min(len(px), len(py)) < 40:
         return None, 0.0
-    lags = np.arange(lo, hi)
-    # a grid's peak is sharp: r at the lag above r a tenth of the lag either side (between 1 mm lines when the lag is
-    # 5 mm; on a 1 mm line at 10 mm); shading and creases only make broad humps
-    score = r[lags] - 0.5 * (np.interp(lags * 0.9, np.arange(n), r) + np.interp(lags * 1.1, np.arange(n), r))
-    lag = int(lags[int(np.argmax(score))])
-    strength = float(score.max())
-    if strength < 0.1:
+    pad = 16 * n
+    periods = pad / np.arange(max(1, int(pad / (5 * 16.0))), int(pad / 6.0) + 1)[::-1]  # one spectrum bin apart
+    sx, hx = _harmonic_power(px, pad, periods)
+    sy, hy = _harmonic_power(py, pad, periods)
+    score = np.minimum(hx, hy)
+    i = int(np.argmax(score))
+    strength = float(score[i])
+    if strength < 0.005:
         return None, strength
-    period = float(lag)
-    m = int((n // 2) // lag)
-    if m >= 2:
-        k0 = int(round(m * lag))
-        win = np.arange(max(1, k0 - 3), min(n - 1, k0 + 4))
-        k = int(win[np.argmax(r[win])])
-        a, b, c = r[k - 1], r[k], r[k + 1]
-        den = a - 2 * b + c
-        sub = 0.5 * (a - c) / den if abs(den) > 1e-12 else 0.0
-        period = (k + float(np.clip(sub, -0.5, 0.5))) / m
-    return period / 5.0, strength
+    spec = sx + sy
+    m = max(1, min(5, int(0.45 * periods[i])))  # the highest harmonic (up to the 1 mm lines') below ~0.9 Nyquist
+    k5 = int(round(m * pad / periods[i]))
+    win = np.arange(max(1, k5 - 8), min(len(spec) - 1, k5 + 9))
+    k = int(win[np.argmax(spec[win])])
+    a, b, c = np.log(spec[k - 1:k + 2] + 1e-12)
+    den = a - 2 * b + c
+    kf = k + (0.5 * (a - c) / den if abs(den) > 1e-12 else 0.0)
+    return m * pad / kf / 5.0, strength  # the 1 mm period in px
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -240,17 +244,22 @@ def trace_row(ink: np.ndarray, mask: np.ndarray, base: float, up: float, down: f
     ex, ey = np.nonzero(d.T == -1)  # run ends (exclusive)
     split = np.searchsorted(sx, np.arange(1, n))
     starts, ends = np.split(sy, split), np.split(ey, split)
-    prev = base - y0
+    home = base - y0
+    prev, lost = home, n  # after a gap (a blank panel) the trace is picked up again near the baseline only
     max_jump = max(3.0, 0.4 * (up + down))
     thick = []
     for i in range(n):
         s, e = starts[i], ends[i]
+        lost += 1
+        if lost > ppm:
+            prev = home
         if len(s) == 0:
             continue
         dist = np.maximum(0, np.maximum(s - prev, prev - (e - 1)))
         j = int(np.argmin(dist))
-        if dist[j] > max_jump:
+        if dist[j] > (max_jump if lost <= ppm else 0.25 * (up + down) / 1.35):
             continue
+        lost = 0
         a, b = int(s[j]), int(e[j])
         ww = wgt[max(0, a - 1): min(m.shape[0], b + 1), i]
         ys = np.arange(max(0, a - 1), min(m.shape[0], b + 1))
