@@ -349,8 +349,14 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
         return give_up("no trace rows found", "3x4" if layout == "auto" else layout)
     ext = [_row_extent(mask, b, ppm) for b in bases]
     longest = max((e[1] - e[0] for e in ext if e is not None), default=0)
-    keep = [e is not None and e[1] - e[0] >= 0.6 * longest for e in ext]  # a header or footer text line is shorter
-    bases, ext = bases[keep], [e for e, k in zip(ext, keep) if k]
+    short = [e is None or e[1] - e[0] < 0.6 * longest for e in ext]
+    # header and footer text lines are short rows above and below the traces (a row inside may be short: blank panels)
+    lo, hi = 0, len(bases)
+    while lo < hi and short[lo]:
+        lo += 1
+    while hi > lo and short[hi - 1]:
+        hi -= 1
+    bases, ext = bases[lo:hi], ext[lo:hi]
     if len(bases) == 0:
         return give_up("no trace rows found", "3x4" if layout == "auto" else layout)
     used = layout
@@ -367,9 +373,9 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
     if used in ("2x1", "1x1"):
         problems.append(f"strips read as {', '.join(STRIP_GUESS[:len(bases)])} (lead names are not read)")
 
-    xa = int(np.median([e[0] for e in ext]))
-    xe = int(np.median([e[1] for e in ext]))
-    cals = [c for b, e in zip(bases, ext) if (c := calibration(mask, b, e[0], ppm)) is not None]
+    xa = int(np.median([e[0] for e in ext if e is not None]))
+    xe = int(np.median([e[1] for e in ext if e is not None]))
+    cals = [c for b, e in zip(bases, ext) if e is not None and (c := calibration(mask, b, e[0], ppm)) is not None]
     if cals:
         gain = float(np.median([c[0] for c in cals]))
         speed = float(np.median([c[1] for c in cals]))

@@ -33,6 +33,18 @@ def test_reads_the_kits_scan_back(record, layout):
         assert np.isnan(v1[:490]).all() and np.isfinite(v1[510:740]).mean() > 0.95  # column 3: 5-7.5 s
 
 
+def test_blank_lead_is_nan_and_said(record):
+    sig, fs = record
+    sig = sig.copy()
+    sig[LEADS.index("V2")] = np.nan
+    img, _ = render.render_ecg(sig, fs, render.RenderParams(layout="3x4", dpi=100), np.random.default_rng(0))
+    d = digitize.digitize_image(img)
+    j = LEADS.index("V2")
+    assert d.layout == "3x4" and np.isnan(d.signal[j]).all() and d.confidence[j] == 0
+    assert any("V2" in p for p in d.problems)
+    assert (np.delete(d.confidence, j) > 0.5).all()
+
+
 def test_layout_detection_12x1(record):
     img, _ = _page(record, "12x1", gain=5.0)
     assert digitize.digitize_image(img).layout == "12x1"
