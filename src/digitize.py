@@ -102,23 +102,28 @@ def deskew(page: np.ndarray, max_deg: float = 5.0) -> tuple[np.ndarray, float]:
     return cv2.warpAffine(page, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), ang
 
 
-def _harmonic_power(p: np.ndarray, pad: int, periods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(power spectrum of the detrended profile zero-padded to `pad` samples, and for each period P the share of the
-    spectrum's power at its first five harmonics 1/P .. 5/P, each the max within +-1 bin)."""
+def _explained(p: np.ndarray, pad: int, periods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(power spectrum of the detrended profile zero-padded to `pad` samples, and for each period P the power at all
+    its harmonics m/P below 0.9 Nyquist, each the max within +-1 bin less the spectrum's median, over the spectrum's
+    total): how much of the profile a pattern repeating every P px explains."""
     p = p - cv2.blur(p.reshape(1, -1).astype(np.float32), (min(len(p) | 1, 61), 1)).ravel().astype(np.float64)
     spec = np.abs(np.fft.rfft(p * np.hanning(len(p)), pad)) ** 2
     spec[0] = 0
     peak = np.maximum.reduce([spec, np.r_[spec[1:], 0], np.r_[0, spec[:-1]]])
-    k = pad / periods
-    harm = sum(peak[np.minimum(np.round(m * k).astype(int), len(spec) - 1)] for m in range(1, 6))
-    return spec, harm / (spec.sum() + 1e-12)
+    top = int(0.9 * (len(spec) - 1))
+    floor = float(np.median(peak[1:top]))  # what any set of bins holds by chance: a long period's many harmonics
+    out = np.array([np.sum(peak[np.round(np.arange(pad / per, top, pad / per)).astype(int)] - floor)
+                    for per in periods])
+    return spec, out / (spec.sum() + 1e-12)
 
 
 def grid_pitch(page: np.ndarray, ink: np.ndarray) -> tuple[float | None, float]:
-    """(px per mm, strength) from the printed grid: the 5 mm major period P whose five harmonics (the 5th is the 1 mm
-    lines) hold the most power in the spectra of both the column and the row profile of the dark pixels (the lesser
-    of the two counts: trace rows repeat along y only, beats along x only), refined on the highest harmonic's peak. Ink
-    (the boolean `ink` mask, widened) is set to the median first. (None, strength) when no period stands out."""
+    """(px per mm, strength) from the printed grid. The grid's pattern repeats every 5 mm (major lines): a period P
+    explains the dark pixels' column and row profiles (the lesser of the two counts: trace rows repeat along y only,
+    beats along x only) as well as any multiple of it, and better than the 1 mm period, which misses the major lines'
+    own part. So P is the shortest period explaining >= 90 % of the best (up to 2.5x the scale the page's width
+    gives), refined on its highest strong harmonic.
+    Ink (the boolean `ink` mask, widened) is set to the median first. (None, strength) when nothing repeats."""
     g = 255 - _grey(page).astype(np.float32)
     g[cv2.dilate(ink.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] = float(np.median(g))
     h, w = g.shape
@@ -128,14 +133,19 @@ def grid_pitch(page: np.ndarray, ink: np.ndarray) -> tuple[float | None, float]:
     if min(len(px), len(py)) < 40:
         return None, 0.0
     pad = 16 * n
-    periods = pad / np.arange(max(1, int(pad / (5 * 16.0))), int(pad / 6.0) + 1)[::-1]  # one spectrum bin apart
-    sx, hx = _harmonic_power(px, pad, periods)
-    sy, hy = _harmonic_power(py, pad, periods)
-    score = np.minimum(hx, hy)
-    i = int(np.argmax(score))
-    strength = float(score[i])
-    if strength < 0.005:
+    # 5 mm is at most 16 px (300+ dpi) and 2.5 times what it would be if the page were the image's width (a zoomed
+    # crop of a page), and at least 6 px (30 dpi)
+    longest = min(5 * 16.0, 2.5 * 5 * w / max(PAPERS_MM["a4"][0], PAPERS_MM["letter"][0]))
+    if longest <= 7:
+        return None, 0.0
+    periods = pad / np.arange(max(1, int(pad / longest)), int(pad / 6.0) + 1)[::-1]  # one spectrum bin apart
+    sx, ex = _explained(px, pad, periods)
+    sy, ey = _explained(py, pad, periods)
+    score = np.minimum(ex, ey)
+    strength = float(score.max())
+    if strength < 0.008:
         return None, strength
+    i = int(np.flatnonzero(score >= 0.9 * strength)[0])
     spec = sx + sy
     m = max(1, min(5, int(0.45 * periods[i])))  # the highest harmonic (up to the 1 mm lines') below ~0.9 Nyquist
     k5 = int(round(m * pad / periods[i]))
@@ -194,7 +204,7 @@ def _row_extent(mask: np.ndarray, base: float, ppm: float) -> tuple[int, int] | 
 
 def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[float, float] | None:
     """(gain mm/mV, speed mm/s) from a 1 mV calibration pulse starting at column xa, or None if there is none: the
-    pulse's flat top sits gain mm above the baseline for 0.2 s."""
+    pulse's flat top sits gain mm above the baseline for 0.2 s (measured on its lower edge)."""
     h, w = mask.shape
     y0, y1 = max(0, int(base - 25 * ppm)), max(0, int(base - 2 * ppm))
     x1 = min(w, int(xa + 14 * ppm))
@@ -202,16 +212,17 @@ def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[flo
         return None
     sub = mask[y0:y1, xa:x1]
     has = sub.any(0)
-    top = np.where(has, np.argmax(sub, axis=0) + y0, np.nan)
+    # the ink nearest above the baseline: higher up may be the row above's trace (12 rows overlap)
+    top = np.where(has, y1 - 1 - np.argmax(sub[::-1], axis=0), np.nan)
     probe = top[int(1.4 * ppm): int(3.0 * ppm) + 1]
     if probe.size == 0 or np.isnan(probe).mean() > 0.3:
         return None
     level = float(np.nanmedian(probe))
-    if np.nanmax(np.abs(probe - level)) > max(1.5, 0.5 * ppm):
+    if np.mean(np.abs(probe - level) <= max(1.5, 0.5 * ppm)) < 0.7:  # flat (the rise may reach into the probe)
         return None
     height = (base - level) / ppm
     on = np.abs(np.nan_to_num(top, nan=-1e9) - level) <= max(1.5, 0.5 * ppm)
-    i0 = int(1.4 * ppm)
+    i0 = int(1.4 * ppm) + int(np.argmax(on[int(1.4 * ppm): int(3.0 * ppm) + 1]))
     i1 = i0
     while i1 < len(on) and on[i1]:
         i1 += 1
@@ -273,8 +284,19 @@ def trace_row(ink: np.ndarray, mask: np.ndarray, base: float, up: float, down: f
     t_prev, t_next = np.r_[np.nan, tops[:-1]], np.r_[tops[1:], np.nan]
     b_prev, b_next = np.r_[np.nan, bots[:-1]], np.r_[bots[1:], np.nan]
     tall = (bots - tops) > 4 * half + 2
-    peak_up = tall & (tops < np.fmin(t_prev, t_next))
-    peak_dn = tall & (bots > np.fmax(b_prev, b_next))
+    # a tip: the run's end is the furthest within the pen's width either side (a thick pen flattens a sharp tip
+    # over a few columns, all of which lie on it)
+    r = max(1, int(round(half)))
+    t_min = -cv2.dilate(-np.nan_to_num(tops, nan=1e6).reshape(1, -1).astype(np.float32), np.ones((1, 2 * r + 1))).ravel()
+    b_max = cv2.dilate(np.nan_to_num(bots, nan=-1e6).reshape(1, -1).astype(np.float32), np.ones((1, 2 * r + 1))).ravel()
+    peak_up = tall & (tops <= t_min + 0.5)
+    peak_dn = tall & (bots >= b_max - 0.5)
+    # a steep stroke: the curve crosses a column boundary where the two columns' runs overlap, and the column's
+    # centre halfway between its two boundary crossings
+    lo_l, hi_l = np.fmax(tops, t_prev), np.fmin(bots, b_prev)
+    lo_r, hi_r = np.fmax(tops, t_next), np.fmin(bots, b_next)
+    cross = 0.25 * (lo_l + hi_l + lo_r + hi_r)
+    out = np.where(tall & np.isfinite(cross) & (hi_l >= lo_l) & (hi_r >= lo_r), cross, out)
     out = np.where(peak_up, tops + half, out)
     out = np.where(peak_dn & ~peak_up, bots - half, out)
     return out + y0
@@ -406,8 +428,6 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
             frac = float(ok[cols].mean()) if cols.any() else 0.0
             if frac < 0.5 or ok[cols].sum() < 2:
                 continue
-            if frac * trust <= got[li]:
-                continue  # a better read of this lead exists (a rhythm strip vs its panel, or the other way)
             xv, yv = xcol[cols & ok], y[cols & ok]
             val = np.interp(x_t[inside], xv, yv)
             # no value across a gap in the trace longer than 2 mm
@@ -417,8 +437,11 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
             val[near > 2 * ppm] = np.nan
             sig = np.full(n, np.nan, np.float32)
             sig[inside] = (base - val) / (gain * ppm)
-            signal[li] = sig
-            got[li] = frac * trust
+            # read twice (a rhythm strip and its panel): the longer read, the other filling its gaps
+            longer = np.isfinite(sig).sum() > np.isfinite(signal[li]).sum()
+            first, second = (sig, signal[li]) if longer else (signal[li], sig)
+            signal[li] = np.where(np.isfinite(first), first, second)
+            got[li] = max(got[li], frac * trust)
     conf[:] = np.clip(got, 0, 1)
     missing = [lead for lead, c in zip(LEADS, conf) if c == 0 and any(lead in p for p in panels)]
     if missing:
