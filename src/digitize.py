@@ -102,45 +102,59 @@ def deskew(page: np.ndarray, max_deg: float = 5.0) -> tuple[np.ndarray, float]:
     return cv2.warpAffine(page, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), ang
 
 
-def _acf(p: np.ndarray) -> np.ndarray:
-    p = p - cv2.blur(p.reshape(1, -1).astype(np.float32), (min(len(p) | 1, 131), 1)).ravel()
-    f = np.fft.rfft(p, 2 * len(p))
-    r = np.fft.irfft(np.abs(f) ** 2)[:len(p)]
-    return r / max(r[0], 1e-9)
+def _explained(p: np.ndarray, pad: int, periods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(power spectrum of the detrended profile zero-padded to `pad` samples, and for each period P the power at all
+    its harmonics m/P below 0.9 Nyquist, each the max within +-1 bin less the spectrum's median, over the spectrum's
+    total): how much of the profile a pattern repeating every P px explains."""
+    p = p - cv2.blur(p.reshape(1, -1).astype(np.float32), (min(len(p) | 1, 61), 1)).ravel().astype(np.float64)
+    spec = np.abs(np.fft.rfft(p * np.hanning(len(p)), pad)) ** 2
+    spec[0] = 0
+    peak = np.maximum.reduce([spec, np.r_[spec[1:], 0], np.r_[0, spec[:-1]]])
+    top = int(0.9 * (len(spec) - 1))
+    floor = float(np.median(peak[1:top]))  # what any set of bins holds by chance: a long period's many harmonics
+    out = np.array([np.sum(peak[np.round(np.arange(pad / per, top, pad / per)).astype(int)] - floor)
+                    for per in periods])
+    return spec, out / (spec.sum() + 1e-12)
 
 
 def grid_pitch(page: np.ndarray, ink: np.ndarray) -> tuple[float | None, float]:
-    """(px per mm, strength) from the printed grid: the 5 mm major period is the strongest lag of the lesser of the
-    autocorrelations of the dark pixels' column and row profiles (a 1 mm line pairs with a major one at 1 mm, all
-    lines at 5 mm; trace rows repeat along y only, beats along x only), refined on its largest multiple. (None, strength) when no lag stands out (no grid)."""
+    """(px per mm, strength) from the printed grid. The grid's pattern repeats every 5 mm (major lines): a period P
+    explains the dark pixels' column and row profiles (the lesser of the two counts: trace rows repeat along y only,
+    beats along x only) as well as any multiple of it, and better than the 1 mm period, which misses the major lines'
+    own part. So P is the shortest period explaining >= 90 % of the best (up to 2.5x the scale the page's width
+    gives), refined on its highest strong harmonic.
+    Ink (the boolean `ink` mask, widened) is set to the median first. (None, strength) when nothing repeats."""
     g = 255 - _grey(page).astype(np.float32)
+    g[cv2.dilate(ink.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] = float(np.median(g))
     h, w = g.shape
     core = g[int(0.2 * h): int(0.8 * h), int(0.1 * w): int(0.9 * w)]
-    rx, ry = _acf(core.mean(0)), _acf(core.mean(1))
-    n = min(len(rx), len(ry))
-    r = np.minimum(rx[:n], ry[:n])  # the grid repeats both ways; trace rows (y) and beats (x) only one
-    lo, hi = 6, min(n // 3, 5 * 16)
-    if hi <= lo + 2:
+    px, py = core.mean(0), core.mean(1)
+    n = max(len(px), len(py))
+    if min(len(px), len(py)) < 40:
         return None, 0.0
-    lags = np.arange(lo, hi)
-    # a grid's peak is sharp: r at the lag above r a tenth of the lag either side (between 1 mm lines when the lag is
-    # 5 mm; on a 1 mm line at 10 mm); shading and creases only make broad humps
-    score = r[lags] - 0.5 * (np.interp(lags * 0.9, np.arange(n), r) + np.interp(lags * 1.1, np.arange(n), r))
-    lag = int(lags[int(np.argmax(score))])
+    pad = 16 * n
+    # 5 mm is at most 16 px (300+ dpi) and 2.5 times what it would be if the page were the image's width (a zoomed
+    # crop of a page), and at least 6 px (30 dpi)
+    longest = min(5 * 16.0, 2.5 * 5 * w / max(PAPERS_MM["a4"][0], PAPERS_MM["letter"][0]))
+    if longest <= 7:
+        return None, 0.0
+    periods = pad / np.arange(max(1, int(pad / longest)), int(pad / 6.0) + 1)[::-1]  # one spectrum bin apart
+    sx, ex = _explained(px, pad, periods)
+    sy, ey = _explained(py, pad, periods)
+    score = np.minimum(ex, ey)
     strength = float(score.max())
-    if strength < 0.1:
+    if strength < 0.008:
         return None, strength
-    period = float(lag)
-    m = int((n // 2) // lag)
-    if m >= 2:
-        k0 = int(round(m * lag))
-        win = np.arange(max(1, k0 - 3), min(n - 1, k0 + 4))
-        k = int(win[np.argmax(r[win])])
-        a, b, c = r[k - 1], r[k], r[k + 1]
-        den = a - 2 * b + c
-        sub = 0.5 * (a - c) / den if abs(den) > 1e-12 else 0.0
-        period = (k + float(np.clip(sub, -0.5, 0.5))) / m
-    return period / 5.0, strength
+    i = int(np.flatnonzero(score >= 0.9 * strength)[0])
+    spec = sx + sy
+    m = max(1, min(5, int(0.45 * periods[i])))  # the highest harmonic (up to the 1 mm lines') below ~0.9 Nyquist
+    k5 = int(round(m * pad / periods[i]))
+    win = np.arange(max(1, k5 - 8), min(len(spec) - 1, k5 + 9))
+    k = int(win[np.argmax(spec[win])])
+    a, b, c = np.log(spec[k - 1:k + 2] + 1e-12)
+    den = a - 2 * b + c
+    kf = k + (0.5 * (a - c) / den if abs(den) > 1e-12 else 0.0)
+    return m * pad / kf / 5.0, strength  # the 1 mm period in px
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -190,7 +204,7 @@ def _row_extent(mask: np.ndarray, base: float, ppm: float) -> tuple[int, int] | 
 
 def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[float, float] | None:
     """(gain mm/mV, speed mm/s) from a 1 mV calibration pulse starting at column xa, or None if there is none: the
-    pulse's flat top sits gain mm above the baseline for 0.2 s."""
+    pulse's flat top sits gain mm above the baseline for 0.2 s (measured on its lower edge)."""
     h, w = mask.shape
     y0, y1 = max(0, int(base - 25 * ppm)), max(0, int(base - 2 * ppm))
     x1 = min(w, int(xa + 14 * ppm))
@@ -198,16 +212,17 @@ def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[flo
         return None
     sub = mask[y0:y1, xa:x1]
     has = sub.any(0)
-    top = np.where(has, np.argmax(sub, axis=0) + y0, np.nan)
+    # the ink nearest above the baseline: higher up may be the row above's trace (12 rows overlap)
+    top = np.where(has, y1 - 1 - np.argmax(sub[::-1], axis=0), np.nan)
     probe = top[int(1.4 * ppm): int(3.0 * ppm) + 1]
     if probe.size == 0 or np.isnan(probe).mean() > 0.3:
         return None
     level = float(np.nanmedian(probe))
-    if np.nanmax(np.abs(probe - level)) > max(1.5, 0.5 * ppm):
+    if np.mean(np.abs(probe - level) <= max(1.5, 0.5 * ppm)) < 0.7:  # flat (the rise may reach into the probe)
         return None
     height = (base - level) / ppm
     on = np.abs(np.nan_to_num(top, nan=-1e9) - level) <= max(1.5, 0.5 * ppm)
-    i0 = int(1.4 * ppm)
+    i0 = int(1.4 * ppm) + int(np.argmax(on[int(1.4 * ppm): int(3.0 * ppm) + 1]))
     i1 = i0
     while i1 < len(on) and on[i1]:
         i1 += 1
@@ -240,17 +255,22 @@ def trace_row(ink: np.ndarray, mask: np.ndarray, base: float, up: float, down: f
     ex, ey = np.nonzero(d.T == -1)  # run ends (exclusive)
     split = np.searchsorted(sx, np.arange(1, n))
     starts, ends = np.split(sy, split), np.split(ey, split)
-    prev = base - y0
+    home = base - y0
+    prev, lost = home, n  # after a gap (a blank panel) the trace is picked up again near the baseline only
     max_jump = max(3.0, 0.4 * (up + down))
     thick = []
     for i in range(n):
         s, e = starts[i], ends[i]
+        lost += 1
+        if lost > ppm:
+            prev = home
         if len(s) == 0:
             continue
         dist = np.maximum(0, np.maximum(s - prev, prev - (e - 1)))
         j = int(np.argmin(dist))
-        if dist[j] > max_jump:
+        if dist[j] > (max_jump if lost <= ppm else 0.25 * (up + down) / 1.35):
             continue
+        lost = 0
         a, b = int(s[j]), int(e[j])
         ww = wgt[max(0, a - 1): min(m.shape[0], b + 1), i]
         ys = np.arange(max(0, a - 1), min(m.shape[0], b + 1))
@@ -264,8 +284,19 @@ def trace_row(ink: np.ndarray, mask: np.ndarray, base: float, up: float, down: f
     t_prev, t_next = np.r_[np.nan, tops[:-1]], np.r_[tops[1:], np.nan]
     b_prev, b_next = np.r_[np.nan, bots[:-1]], np.r_[bots[1:], np.nan]
     tall = (bots - tops) > 4 * half + 2
-    peak_up = tall & (tops < np.fmin(t_prev, t_next))
-    peak_dn = tall & (bots > np.fmax(b_prev, b_next))
+    # a tip: the run's end is the furthest within the pen's width either side (a thick pen flattens a sharp tip
+    # over a few columns, all of which lie on it)
+    r = max(1, int(round(half)))
+    t_min = -cv2.dilate(-np.nan_to_num(tops, nan=1e6).reshape(1, -1).astype(np.float32), np.ones((1, 2 * r + 1))).ravel()
+    b_max = cv2.dilate(np.nan_to_num(bots, nan=-1e6).reshape(1, -1).astype(np.float32), np.ones((1, 2 * r + 1))).ravel()
+    peak_up = tall & (tops <= t_min + 0.5)
+    peak_dn = tall & (bots >= b_max - 0.5)
+    # a steep stroke: the curve crosses a column boundary where the two columns' runs overlap, and the column's
+    # centre halfway between its two boundary crossings
+    lo_l, hi_l = np.fmax(tops, t_prev), np.fmin(bots, b_prev)
+    lo_r, hi_r = np.fmax(tops, t_next), np.fmin(bots, b_next)
+    cross = 0.25 * (lo_l + hi_l + lo_r + hi_r)
+    out = np.where(tall & np.isfinite(cross) & (hi_l >= lo_l) & (hi_r >= lo_r), cross, out)
     out = np.where(peak_up, tops + half, out)
     out = np.where(peak_dn & ~peak_up, bots - half, out)
     return out + y0
@@ -340,8 +371,14 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
         return give_up("no trace rows found", "3x4" if layout == "auto" else layout)
     ext = [_row_extent(mask, b, ppm) for b in bases]
     longest = max((e[1] - e[0] for e in ext if e is not None), default=0)
-    keep = [e is not None and e[1] - e[0] >= 0.6 * longest for e in ext]  # a header or footer text line is shorter
-    bases, ext = bases[keep], [e for e, k in zip(ext, keep) if k]
+    short = [e is None or e[1] - e[0] < 0.6 * longest for e in ext]
+    # header and footer text lines are short rows above and below the traces (a row inside may be short: blank panels)
+    lo, hi = 0, len(bases)
+    while lo < hi and short[lo]:
+        lo += 1
+    while hi > lo and short[hi - 1]:
+        hi -= 1
+    bases, ext = bases[lo:hi], ext[lo:hi]
     if len(bases) == 0:
         return give_up("no trace rows found", "3x4" if layout == "auto" else layout)
     used = layout
@@ -358,9 +395,9 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
     if used in ("2x1", "1x1"):
         problems.append(f"strips read as {', '.join(STRIP_GUESS[:len(bases)])} (lead names are not read)")
 
-    xa = int(np.median([e[0] for e in ext]))
-    xe = int(np.median([e[1] for e in ext]))
-    cals = [c for b, e in zip(bases, ext) if (c := calibration(mask, b, e[0], ppm)) is not None]
+    xa = int(np.median([e[0] for e in ext if e is not None]))
+    xe = int(np.median([e[1] for e in ext if e is not None]))
+    cals = [c for b, e in zip(bases, ext) if e is not None and (c := calibration(mask, b, e[0], ppm)) is not None]
     if cals:
         gain = float(np.median([c[0] for c in cals]))
         speed = float(np.median([c[1] for c in cals]))
@@ -391,8 +428,6 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
             frac = float(ok[cols].mean()) if cols.any() else 0.0
             if frac < 0.5 or ok[cols].sum() < 2:
                 continue
-            if frac * trust <= got[li]:
-                continue  # a better read of this lead exists (a rhythm strip vs its panel, or the other way)
             xv, yv = xcol[cols & ok], y[cols & ok]
             val = np.interp(x_t[inside], xv, yv)
             # no value across a gap in the trace longer than 2 mm
@@ -402,8 +437,11 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
             val[near > 2 * ppm] = np.nan
             sig = np.full(n, np.nan, np.float32)
             sig[inside] = (base - val) / (gain * ppm)
-            signal[li] = sig
-            got[li] = frac * trust
+            # read twice (a rhythm strip and its panel): the longer read, the other filling its gaps
+            longer = np.isfinite(sig).sum() > np.isfinite(signal[li]).sum()
+            first, second = (sig, signal[li]) if longer else (signal[li], sig)
+            signal[li] = np.where(np.isfinite(first), first, second)
+            got[li] = max(got[li], frac * trust)
     conf[:] = np.clip(got, 0, 1)
     missing = [lead for lead, c in zip(LEADS, conf) if c == 0 and any(lead in p for p in panels)]
     if missing:

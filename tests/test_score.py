@@ -136,3 +136,19 @@ def test_cli_single_valued_class_is_an_error_unless_skipped(tmp_path):
         _run(tmp_path, sol, sub)
     res = _run(tmp_path, sol, sub, "--skip_degenerate=true")
     assert math.isnan(res["overall"]["auroc"]["CD"]) and not math.isnan(res["overall"]["macro_auroc"])
+
+
+def test_snr_db_hand_computed_cases():
+    # offset removed: error [0, 0, 0, 1] - 0.25 -> 0.75; power 30 -> 10 log10(40)
+    assert score.snr_db([1, 2, 3, 4], [1, 2, 3, 5], fs=1, max_shift_s=0)[0] == pytest.approx(10 * np.log10(40))
+    # NaN in the prediction counts as 0 mV: error [0, 0, -1, 0] - (-0.25) -> 0.75; power 4
+    assert score.snr_db([1, 1, 1, 1], [1, 1, np.nan, 1], fs=1, max_shift_s=0)[0] == pytest.approx(10 * np.log10(4 / 0.75))
+    # samples the truth lacks are left out: [1, 2] vs [1, 2.5] -> 0.125 over power 5
+    assert score.snr_db([1, np.nan, 2], [1, 99, 2.5], fs=1, max_shift_s=0)[0] == pytest.approx(10 * np.log10(40))
+    # a one-sample shift is forgiven within max_shift_s, not beyond it
+    t, p = [0, 0, 1, 0, 0, 0], [0, 1, 0, 0, 0, 0]
+    assert score.snr_db(t, p, fs=1, max_shift_s=1)[0] == np.inf
+    assert score.snr_db(t, p, fs=1, max_shift_s=0)[0] == pytest.approx(10 * np.log10(1 / (2 - 4 / 6 * 0 - 0)))
+    # per lead; an all-zero truth has no SNR
+    out = score.snr_db(np.array([[1.0, -1.0], [0.0, 0.0]]), np.array([[1.0, -1.0], [1.0, 1.0]]), fs=1)
+    assert out[0] == np.inf and np.isnan(out[1])
