@@ -36,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .config import LEADS, paths, parse_args
+from .config import LEADS, find_input, paths, parse_args
 from .page import page_quad, rectify, trace_map
 from .render import GAINS, LAYOUTS, PAPERS_MM, SPEEDS
 from .roi import downscale
@@ -538,7 +538,10 @@ def main(argv=None) -> None:
     import pandas as pd
     from .utils import parallel_map, write_csv
     cfg = parse_args(DigitizeConfig, argv)
-    src = Path(cfg.images)
+    try:  # a path, or a dataset slug under the input roots (a Kaggle mount such as <competition>/train)
+        src = find_input(cfg.images)
+    except FileNotFoundError:
+        src = Path(cfg.images)
     if not src.is_dir():
         raise SystemExit(f"--images={cfg.images}: not a folder; pass a folder of ECG images (.png/.jpg), e.g. "
                          f"--images=input/ecg-synth-comp/train")

@@ -1,5 +1,5 @@
-"""Whole-kit smoke tests: `DEBUG=1 ./run_all.sh` end to end, and the three Kaggle kernels with Kaggle's paths
-simulated (ECGKA_KAGGLE_ROOT) on tiny data. Both run in a throwaway copy of the tracked files, so a developer's
+"""Whole-kit smoke tests: `DEBUG=1 ROUTE=both ./run_all.sh` end to end (the image and the signal route, one vote),
+and the three Kaggle kernels over both routes with Kaggle's paths simulated (ECGKA_KAGGLE_ROOT) on tiny data. Both run in a throwaway copy of the tracked files, so a developer's
 input/ and outputs/ are never touched; the copy shares this checkout's .venv."""
 import json
 import os
@@ -48,15 +48,19 @@ def test_run_all_debug_end_to_end(tmp_path):
     if Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
         pytest.skip("run_all.sh needs the kit's own .venv")
     repo = _copy_of_repo(tmp_path / "kit")
-    r = subprocess.run(["./run_all.sh"], cwd=repo, env=_env(DEBUG="1"), capture_output=True, text=True, timeout=1500)
+    r = subprocess.run(["./run_all.sh"], cwd=repo, env=_env(DEBUG="1", ROUTE="both"), capture_output=True, text=True,
+                       timeout=1500)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    sub = repo / "submissions" / "debug-submission.csv"
+    sub = repo / "submissions" / "debug-both-submission.csv"
     sample = pd.read_csv(repo / "input/ecg-synth-tiny-comp/sample_submission.csv", dtype={"id": str})
     got = pd.read_csv(sub, dtype={"id": str})
     assert list(got.columns) == ["id", *LABELS] and list(got.id) == list(sample.id)
     _score_ok(sub, repo / "input/ecg-synth-tiny-comp-solution/solution.csv", repo)
+    info = json.loads((repo / "submissions" / "debug-both-submission_info.json").read_text())
+    assert info["routes"] == ["image"] * 5 + ["signal"] * 5  # one vote over the ten fold models
     # every step skips finished work: a second run retrains nothing and rewrites the same submission
-    r2 = subprocess.run(["./run_all.sh"], cwd=repo, env=_env(DEBUG="1"), capture_output=True, text=True, timeout=900)
+    r2 = subprocess.run(["./run_all.sh"], cwd=repo, env=_env(DEBUG="1", ROUTE="both"), capture_output=True, text=True,
+                        timeout=900)
     assert r2.returncode == 0, r2.stdout[-4000:] + r2.stderr[-4000:]
     assert pd.read_csv(sub, dtype={"id": str}).equals(got)
 
@@ -76,10 +80,11 @@ def _offline_prefix() -> list[str]:
 
 
 def test_kaggle_kernels_over_versions(tmp_path):
-    """The three kernels as Kaggle runs them: every version of a notebook starts in an empty /kaggle/working, and what
-    it left there is mounted read-only as /kaggle/input/<slug> for later versions and other notebooks. Stage I takes
-    two versions (one epoch each, resumed), Stage II trains folds 0-2 in one version and 3-4 in the next, a fork's
-    output holds folds 0-2 again, and inference (network off) gathers the folds of every attached Stage II output."""
+    """The three kernels as Kaggle runs them, both routes in each (ECGKA_ROUTE=both): every version of a notebook
+    starts in an empty /kaggle/working, and what it left there is mounted read-only as /kaggle/input/<slug> for later
+    versions and other notebooks. Stage I takes two versions (one epoch each, resumed), Stage II trains folds 0-2 in
+    one version and 3-4 in the next, a fork's output holds folds 0-2 again, and inference (network off) gathers the
+    folds of every attached Stage II output of both routes into one vote."""
     repo = _copy_of_repo(tmp_path / "kit")
     kaggle = tmp_path / "kaggle"
     inp, work = kaggle / "input", kaggle / "working"
@@ -93,7 +98,7 @@ def test_kaggle_kernels_over_versions(tmp_path):
     shutil.move(inp / "ecg-synth-comp", inp / "competitions" / "ecg-synth-comp")  # newer images mount it here
     small = dict(ECGKA_BUNDLE=str(inp / "ecgka-bundle"), ECGKA_ARCH="convnext_atto", ECGKA_SIZE="64,128",
                  ECGKA_ROI_EPOCHS="1", ECGKA_ROI_IMGSZ="128", ECGKA_COMP="ecg-synth-comp", ECGKA_PRETRAINED="",
-                 ECGKA_BATCH="8")
+                 ECGKA_BATCH="8", ECGKA_ROUTE="both", ECGKA_SIGNAL_SOURCES="synth:200")
 
     def version(kernel: str, slug: str, offline: bool = False, **env) -> str:
         if work.exists():
@@ -110,26 +115,31 @@ def test_kaggle_kernels_over_versions(tmp_path):
             shutil.copytree(work, inp / slug)
         return r.stdout + r.stderr
 
-    s1 = inp / "ecgka-stage1/outputs/pretrain/stage1"
+    s1s = [inp / f"ecgka-stage1/outputs/pretrain/{name}" for name in ("stage1", "signal-stage1")]
     version("stage1", "ecgka-stage1", ECGKA_EPOCHS="2", ECGKA_SESSION_EPOCHS="1")
-    assert (s1 / "last.pt").exists() and not (s1 / "done.json").exists()  # the session ended after one epoch
+    for s1 in s1s:
+        assert (s1 / "last.pt").exists() and not (s1 / "done.json").exists()  # the session ended after one epoch
     log = version("stage1", "ecgka-stage1", ECGKA_EPOCHS="2", ECGKA_SESSION_EPOCHS="1")
     assert "resumed" in log and "[roi] best.pt" not in log  # the detector is kept, Stage I continues
-    assert (s1 / "done.json").exists() and len(pd.read_csv(s1 / "log.csv")) == 2
+    for s1 in s1s:
+        assert (s1 / "done.json").exists() and len(pd.read_csv(s1 / "log.csv")) == 2
 
-    s2 = inp / "ecgka-stage2/outputs/train/stage2"
+    s2s = [inp / f"ecgka-stage2/outputs/train/{name}" for name in ("stage2", "signal-stage2")]
     version("stage2", "ecgka-stage2", ECGKA_EPOCHS="1", ECGKA_FOLD="0,1,2")
-    assert sorted(d.name for d in s2.glob("fold*")) == ["fold0", "fold1", "fold2"]
+    for s2 in s2s:
+        assert sorted(d.name for d in s2.glob("fold*")) == ["fold0", "fold1", "fold2"]
     fork = inp / "notebooks" / "me" / "ecgka-stage2-fork"  # a fork of the notebook that trained folds 0-2
     shutil.copytree(inp / "ecgka-stage2", fork)
-    first = {k: (s2 / f"fold{k}/best.pt").read_bytes() for k in range(3)}
-    version("stage2", "ecgka-stage2", ECGKA_EPOCHS="1", ECGKA_FOLD="3,4")
-    assert all((s2 / f"fold{k}/best.pt").read_bytes() == first[k] for k in range(3))  # kept, not retrained
-    assert all((s2 / f"fold{k}/best.pt").exists() for k in (3, 4))
+    first = {(s2, k): (s2 / f"fold{k}/best.pt").read_bytes() for s2 in s2s for k in range(3)}
+    log = version("stage2", "ecgka-stage2", ECGKA_EPOCHS="1", ECGKA_FOLD="3,4")
+    assert "0 digitised, 0 skipped, 30 already done" in log  # the digitised photos came back with src.restore
+    for s2 in s2s:
+        assert all((s2 / f"fold{k}/best.pt").read_bytes() == first[s2, k] for k in range(3))  # kept, not retrained
+        assert all((s2 / f"fold{k}/best.pt").exists() for k in (3, 4))
 
     version("infer", "", offline=True)
     info = json.loads((work / "submission_info.json").read_text())
-    assert info["folds"] == [0, 1, 2, 3, 4]
+    assert info["folds"] == [0, 1, 2, 3, 4] * 2 and info["routes"] == ["image"] * 5 + ["signal"] * 5
     _score_ok(work / "submission.csv", inp / "ecg-synth-comp-solution/solution.csv", repo)
 
 
