@@ -43,6 +43,7 @@ from .roi import downscale
 
 RHYTHM_GUESS = ("II", "V1", "V5")  # rhythm strips under a 3x4 page, top to bottom (names are not read)
 STRIP_GUESS = ("II", "V1")  # leads of 2x1 / 1x1 strip pages
+RHYTHM_MIN_DB = 5.0  # a rhythm strip repeats a panel when its reading matches the panel's this well (SNR)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 
 
@@ -161,11 +162,16 @@ def grid_pitch(page: np.ndarray, ink: np.ndarray) -> tuple[float | None, float]:
 # Rows, calibration, traces
 # ----------------------------------------------------------------------------------------------------------------
 def ink_mask(page: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ink strength float32 0..255, boolean trace mask) of a top-down page."""
+    """(ink strength float32 0..255, boolean trace mask) of a top-down page; specks (salt noise, dust: blobs of at
+    most 3 x 3 px) are dropped from the mask."""
     ink = 255 - trace_map(page).astype(np.float32)
     vals = ink[ink > 20]
-    thr = max(35.0, 0.4 * float(np.percentile(vals, 99))) if vals.size else 35.0
-    return ink, ink > thr
+    thr = max(35.0, 0.5 * float(np.percentile(vals, 99))) if vals.size else 35.0
+    mask = ink > thr
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    speck = (stats[:, cv2.CC_STAT_WIDTH] <= 3) & (stats[:, cv2.CC_STAT_HEIGHT] <= 3)
+    speck[0] = False
+    return ink, mask & ~speck[lab]
 
 
 def find_baselines(mask: np.ndarray, ppm: float) -> np.ndarray:
@@ -202,9 +208,9 @@ def _row_extent(mask: np.ndarray, base: float, ppm: float) -> tuple[int, int] | 
     return int(cols[starts[i]]), int(cols[ends[i]])
 
 
-def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[float, float] | None:
-    """(gain mm/mV, speed mm/s) from a 1 mV calibration pulse starting at column xa, or None if there is none: the
-    pulse's flat top sits gain mm above the baseline for 0.2 s (measured on its lower edge)."""
+def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[float, float, float] | None:
+    """(gain mm/mV, speed mm/s, height px) from a 1 mV calibration pulse starting at column xa, or None if there is
+    none: the pulse's flat top sits gain mm above the baseline for 0.2 s."""
     h, w = mask.shape
     y0, y1 = max(0, int(base - 25 * ppm)), max(0, int(base - 2 * ppm))
     x1 = min(w, int(xa + 14 * ppm))
@@ -212,8 +218,14 @@ def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[flo
         return None
     sub = mask[y0:y1, xa:x1]
     has = sub.any(0)
-    # the ink nearest above the baseline: higher up may be the row above's trace (12 rows overlap)
-    top = np.where(has, y1 - 1 - np.argmax(sub[::-1], axis=0), np.nan)
+    # the centre of the ink run nearest above the baseline: higher up may be the row above's trace (12 rows overlap)
+    low = y1 - 1 - np.argmax(sub[::-1], axis=0)
+    top = np.full(sub.shape[1], np.nan)
+    for i in np.flatnonzero(has):
+        j = low[i] - y0
+        while j > 0 and sub[j - 1, i]:
+            j -= 1
+        top[i] = (j + y0 + low[i]) / 2
     probe = top[int(1.4 * ppm): int(3.0 * ppm) + 1]
     if probe.size == 0 or np.isnan(probe).mean() > 0.3:
         return None
@@ -223,18 +235,21 @@ def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[flo
     height = (base - level) / ppm
     on = np.abs(np.nan_to_num(top, nan=-1e9) - level) <= max(1.5, 0.5 * ppm)
     i0 = int(1.4 * ppm) + int(np.argmax(on[int(1.4 * ppm): int(3.0 * ppm) + 1]))
+    hole = max(2, int(0.6 * ppm))  # a broken top (noise, JPEG) still counts as one
     i1 = i0
-    while i1 < len(on) and on[i1]:
-        i1 += 1
+    for k in np.flatnonzero(on[i0:]) + i0:
+        if k - i1 > hole:
+            break
+        i1 = k
     j0 = i0
     while j0 > 0 and on[j0 - 1]:
         j0 -= 1
-    top_mm = (i1 - j0) / ppm
+    top_mm = (i1 + 1 - j0) / ppm
     gain = min(GAINS, key=lambda g: abs(math.log(g / height)))
     speed = min(SPEEDS, key=lambda s: abs(math.log(0.2 * s / max(top_mm, 0.1))))
     if abs(math.log(gain / height)) > 0.25 or abs(math.log(0.2 * speed / max(top_mm, 0.1))) > 0.35:
         return None
-    return gain, speed
+    return gain, speed, base - level
 
 
 def trace_row(ink: np.ndarray, mask: np.ndarray, base: float, up: float, down: float, x0: int, x1: int,
@@ -336,6 +351,51 @@ def row_panels(layout: str, n_rows: int) -> list[list[str]]:
 # ----------------------------------------------------------------------------------------------------------------
 # The classical digitiser
 # ----------------------------------------------------------------------------------------------------------------
+def row_signal(y: np.ndarray, xcol: np.ndarray, x_t: np.ndarray, base_guess: float, px_per_mv: float,
+               ppm: float) -> np.ndarray:
+    """A row's trace y (page px per column xcol) as mV at the output sample positions x_t: 0 mV on the row's most
+    common y (its isoelectric line), NaN off the trace's ends and across gaps longer than 2 mm."""
+    ok = np.isfinite(y)
+    out = np.full(len(x_t), np.nan)
+    if ok.sum() < 2:
+        return out
+    base = _mode(y, ppm)
+    base = base if np.isfinite(base) else base_guess
+    xv, yv = xcol[ok], y[ok]
+    k = np.clip(np.searchsorted(xv, x_t), 1, len(xv) - 1)
+    gap = np.minimum(np.abs(xv[k] - x_t), np.abs(xv[k - 1] - x_t))
+    inside = (x_t >= xcol[0]) & (x_t <= xcol[-1]) & (gap <= 2 * ppm)
+    out[inside] = (base - np.interp(x_t[inside], xv, yv)) / px_per_mv
+    return out
+
+
+def panel_window(n: int, fs: float, span_s: float, ncol: int, j: int) -> np.ndarray:
+    """Which of n output samples fall in panel j of a row of ncol panels spanning span_s seconds."""
+    t = np.arange(n) / fs
+    return (t >= j * span_s / ncol) & (t < (j + 1) * span_s / ncol)
+
+
+def rhythm_match(rows: list[np.ndarray], r: int, fs: float, span_s: float) -> tuple[str, float]:
+    """Which lead the rhythm strip in row r (under a 3x4 page: rows 0-2 hold the panels) is: the panel whose stretch
+    it repeats best, as the SNR (dB) of the strip's reading against the panel's over the panel's samples, offset
+    removed; (lead, SNR). A correlation would confuse II with aVF, which differ mostly in size; aVF is often II's
+    near copy all the same, so the usual rhythm leads (RHYTHM_GUESS) win ties within 3 dB."""
+    best = ("", -np.inf)
+    for pr in range(3):
+        for j in range(4):
+            win = panel_window(len(rows[r]), fs, span_s, 4, j)
+            a, b = rows[r][win], rows[pr][win]
+            ok = np.isfinite(a) & np.isfinite(b)
+            if ok.sum() < 0.5 * win.sum() or ok.sum() < 10:
+                continue
+            e = (a[ok] - b[ok]) - np.mean(a[ok] - b[ok])
+            snr = 10 * np.log10(np.sum(b[ok] ** 2) / max(np.sum(e ** 2), 1e-12))
+            lead = LEADS[3 * j + pr]
+            if snr + (3.0 if lead in RHYTHM_GUESS else 0.0) > best[1] + (3.0 if best[0] in RHYTHM_GUESS else 0.0):
+                best = (lead, float(snr))
+    return best
+
+
 def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, seconds: float = 10.0,
                    method: str = "classical") -> Digitised:
     """RGB uint8 image -> Digitised (see the module docstring). `layout`: auto or one of render.LAYOUTS."""
@@ -349,6 +409,7 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
     problems: list[str] = []
     signal = np.full((len(LEADS), n), np.nan, np.float32)
     conf = np.zeros(len(LEADS), np.float32)
+    got = np.zeros(len(LEADS), np.float32)
 
     def give_up(why: str, used: str) -> Digitised:
         problems.append(why)
@@ -390,53 +451,60 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
     if len(bases) != len(panels):
         problems.append(f"{len(bases)} trace rows found, layout {used} has {len(panels)}: read the first")
         bases, ext = bases[:len(panels)], ext[:len(panels)]
-    if used == "3x4" and len(bases) > 3:
-        problems.append(f"rhythm strips read as {', '.join(RHYTHM_GUESS[:len(bases) - 3])} (lead names are not read)")
     if used in ("2x1", "1x1"):
         problems.append(f"strips read as {', '.join(STRIP_GUESS[:len(bases)])} (lead names are not read)")
 
     xa = int(np.median([e[0] for e in ext if e is not None]))
     xe = int(np.median([e[1] for e in ext if e is not None]))
     cals = [c for b, e in zip(bases, ext) if e is not None and (c := calibration(mask, b, e[0], ppm)) is not None]
-    if cals:
+    if 2 * len(cals) > sum(e is not None for e in ext):  # most rows agree there is one (not a cut-off remnant)
         gain = float(np.median([c[0] for c in cals]))
         speed = float(np.median([c[1] for c in cals]))
+        if trust < 1:  # no grid: the pulse is a better ruler than the page width, taken as 10 mm/mV
+            ppm, gain = float(np.median([c[2] for c in cals])) / 10.0, 10.0
+            # finer still: a page showing `seconds` from the pulse's start to the trace's end, if it agrees within 6 %
+            span = (xe - xa) / ((0.2 * speed + 2.5) + seconds * speed)
+            how = "the trace's length" if abs(math.log(span / ppm)) < 0.06 else "the calibration pulse"
+            ppm = span if abs(math.log(span / ppm)) < 0.06 else ppm
+            problems.append(f"scale {ppm:.2f} px/mm from {how} (taken as 10 mm/mV, {speed:g} mm/s)")
         xs = xa + (0.2 * speed + 2.5) * ppm  # the renderer's pulse: 1.5 mm in, 1 + 0.2 s x speed + 1 mm wide, 0.5 mm gap
     else:
-        gain, speed, xs = 10.0, 25.0, float(xa)
+        gain, speed = 10.0, 25.0
         problems.append("no calibration pulse: assumed 10 mm/mV, 25 mm/s")
+        # the trace's left end, unless the page was cut on the left: then it ends `seconds` after its start
+        xs = float(xa) if xe - xa < 0.9 * seconds * speed * ppm else xe - seconds * speed * ppm
     span_px = xe - xs
     if span_px < 10 * ppm:
         return give_up("trace rows too short to read", used)
     spacing = float(np.median(np.diff(bases))) if len(bases) > 1 else 0.4 * page.shape[0]
-    t = np.arange(n) / fs
-    x_t = xs + t * speed * ppm
-    got = np.zeros(len(LEADS), np.float32)
-    for r, (b, leads) in enumerate(zip(bases, panels)):
-        y = trace_row(ink, mask, b, 0.75 * spacing, 0.6 * spacing, int(xs), xe, ppm)
-        xcol = np.arange(int(xs), xe + 1, dtype=np.float64)
-        base = _mode(y, ppm)
-        if not np.isfinite(base):
-            base = b
-        ok = np.isfinite(y)
-        seg = span_px / len(leads)
+    x_t = xs + np.arange(n) / fs * speed * ppm
+    rows = []
+    for b in bases:
+        x0 = max(0, int(xs))
+        y = trace_row(ink, mask, b, 0.75 * spacing, 0.6 * spacing, x0, xe, ppm)
+        rows.append(row_signal(y, np.arange(x0, xe + 1, dtype=np.float64), x_t, b, gain * ppm, ppm))
+    span_s = span_px / (speed * ppm)
+    if layout == "auto" and len(bases) == 6:  # 6x2, or 3x4 with three rhythm strips: do they repeat the panels?
+        fit = [rhythm_match(rows, r, fs, span_s)[1] for r in range(3, 6)]
+        used = "3x4" if min(fit) >= RHYTHM_MIN_DB else "6x2"
+        panels = row_panels(used, len(bases))
+    if used == "3x4" and len(bases) > 3:
+        named = []
+        for r in range(3, len(bases)):
+            lead, corr = rhythm_match(rows, r, fs, span_s)
+            if corr < RHYTHM_MIN_DB or lead in named:
+                lead = next(g for g in RHYTHM_GUESS if g not in named)
+                problems.append(f"rhythm strip {r - 2} read as {lead} (no panel matches it; names are not read)")
+            named.append(lead)
+            panels[r] = [lead]
+    for sig_r, leads in zip(rows, panels):
         for j, lead in enumerate(leads):
             li = LEADS.index(lead)
-            xa_j, xb_j = xs + j * seg, xs + (j + 1) * seg
-            inside = (x_t >= xa_j) & (x_t < xb_j) & (x_t <= xe)
-            cols = (xcol >= xa_j) & (xcol < xb_j)
-            frac = float(ok[cols].mean()) if cols.any() else 0.0
-            if frac < 0.5 or ok[cols].sum() < 2:
+            win = panel_window(n, fs, span_s, len(leads), j)
+            frac = float(np.isfinite(sig_r[win]).mean()) if win.any() else 0.0
+            if frac < 0.5:
                 continue
-            xv, yv = xcol[cols & ok], y[cols & ok]
-            val = np.interp(x_t[inside], xv, yv)
-            # no value across a gap in the trace longer than 2 mm
-            near = np.abs(xv[np.clip(np.searchsorted(xv, x_t[inside]), 0, len(xv) - 1)] - x_t[inside])
-            near = np.minimum(near, np.abs(xv[np.clip(np.searchsorted(xv, x_t[inside]) - 1, 0, len(xv) - 1)]
-                                           - x_t[inside]))
-            val[near > 2 * ppm] = np.nan
-            sig = np.full(n, np.nan, np.float32)
-            sig[inside] = (base - val) / (gain * ppm)
+            sig = np.where(win, sig_r, np.nan).astype(np.float32)
             # read twice (a rhythm strip and its panel): the longer read, the other filling its gaps
             longer = np.isfinite(sig).sum() > np.isfinite(signal[li]).sum()
             first, second = (sig, signal[li]) if longer else (signal[li], sig)
