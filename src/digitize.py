@@ -195,8 +195,10 @@ def find_baselines(mask: np.ndarray, ppm: float) -> np.ndarray:
     return np.array(out)
 
 
-def _row_extent(mask: np.ndarray, base: float, ppm: float) -> tuple[int, int] | None:
-    """First and last column of the longest run of columns with ink near the baseline (gaps < 12 mm bridged: a calibration pulse's top leaves the band)."""
+def _row_extent(mask: np.ndarray, base: float, ppm: float) -> tuple[int, int, float] | None:
+    """First and last column of the longest run of columns with ink near the baseline (gaps < 12 mm bridged: a
+    calibration pulse's top leaves the band), and the share of its columns with ink: ~1 for a trace, well below for
+    a line of text (gaps between letters and words)."""
     h = mask.shape[0]
     y0, y1 = max(0, int(base - 1.5 * ppm)), min(h, int(base + 1.5 * ppm) + 1)
     cols = np.flatnonzero(mask[y0:y1].any(0))
@@ -205,7 +207,8 @@ def _row_extent(mask: np.ndarray, base: float, ppm: float) -> tuple[int, int] | 
     breaks = np.flatnonzero(np.diff(cols) > 12 * ppm)
     starts, ends = np.r_[0, breaks + 1], np.r_[breaks, len(cols) - 1]
     i = int(np.argmax(cols[ends] - cols[starts]))
-    return int(cols[starts[i]]), int(cols[ends[i]])
+    a, b = int(cols[starts[i]]), int(cols[ends[i]])
+    return a, b, (ends[i] - starts[i] + 1) / (b - a + 1)
 
 
 def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[float, float, float] | None:
@@ -396,6 +399,24 @@ def rhythm_match(rows: list[np.ndarray], r: int, fs: float, span_s: float) -> tu
     return best
 
 
+def boundary_marks(mask: np.ndarray, bases, xs, ppm: float) -> float:
+    """Share of (row, x) places that show a panel's start: a separator tick (a column inked over the 4.6 mm around
+    the baseline) or a lead name (ink in the box 0.8-4 mm right of x, 3.8-7 mm above the baseline)."""
+    h, w = mask.shape
+    hits = []
+    for b in bases:
+        for x in xs:
+            x = int(round(x))
+            t0, t1 = max(0, int(b - 2.3 * ppm)), min(h, int(b + 2.3 * ppm) + 1)
+            c0, c1 = max(0, x - int(0.6 * ppm) - 1), min(w, x + int(0.6 * ppm) + 2)
+            tick = c1 > c0 and t1 > t0 and float(mask[t0:t1, c0:c1].mean(0).max()) >= 0.9
+            l0, l1 = max(0, int(b - 7 * ppm)), max(0, int(b - 3.8 * ppm))
+            k0, k1 = max(0, x + int(0.8 * ppm)), min(w, x + int(4 * ppm) + 1)
+            name = l1 > l0 and k1 > k0 and float(mask[l0:l1, k0:k1].mean()) >= 0.04
+            hits.append(tick or name)
+    return float(np.mean(hits)) if hits else 0.0
+
+
 def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, seconds: float = 10.0,
                    method: str = "classical") -> Digitised:
     """RGB uint8 image -> Digitised (see the module docstring). `layout`: auto or one of render.LAYOUTS."""
@@ -432,8 +453,9 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
         return give_up("no trace rows found", "3x4" if layout == "auto" else layout)
     ext = [_row_extent(mask, b, ppm) for b in bases]
     longest = max((e[1] - e[0] for e in ext if e is not None), default=0)
-    short = [e is None or e[1] - e[0] < 0.6 * longest for e in ext]
-    # header and footer text lines are short rows above and below the traces (a row inside may be short: blank panels)
+    short = [e is None or e[1] - e[0] < 0.6 * longest or (e[1] - e[0] < 0.85 * longest and e[2] < 0.85) for e in ext]
+    # header and footer text lines are short or gappy rows above and below the traces (a row inside may be short:
+    # blank panels)
     lo, hi = 0, len(bases)
     while lo < hi and short[lo]:
         lo += 1
@@ -460,13 +482,13 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
     if 2 * len(cals) > sum(e is not None for e in ext):  # most rows agree there is one (not a cut-off remnant)
         gain = float(np.median([c[0] for c in cals]))
         speed = float(np.median([c[1] for c in cals]))
-        if trust < 1:  # no grid: the pulse is a better ruler than the page width, taken as 10 mm/mV
-            ppm, gain = float(np.median([c[2] for c in cals])) / 10.0, 10.0
+        if trust < 1:  # no grid: the pulse (its gain snapped at the page width's scale) is a better ruler
+            ppm = float(np.median([c[2] for c in cals])) / gain
             # finer still: a page showing `seconds` from the pulse's start to the trace's end, if it agrees within 6 %
             span = (xe - xa) / ((0.2 * speed + 2.5) + seconds * speed)
             how = "the trace's length" if abs(math.log(span / ppm)) < 0.06 else "the calibration pulse"
             ppm = span if abs(math.log(span / ppm)) < 0.06 else ppm
-            problems.append(f"scale {ppm:.2f} px/mm from {how} (taken as 10 mm/mV, {speed:g} mm/s)")
+            problems.append(f"scale {ppm:.2f} px/mm from {how} ({gain:g} mm/mV, {speed:g} mm/s)")
         xs = xa + (0.2 * speed + 2.5) * ppm  # the renderer's pulse: 1.5 mm in, 1 + 0.2 s x speed + 1 mm wide, 0.5 mm gap
     else:
         gain, speed = 10.0, 25.0
@@ -484,9 +506,16 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
         y = trace_row(ink, mask, b, 0.75 * spacing, 0.6 * spacing, x0, xe, ppm)
         rows.append(row_signal(y, np.arange(x0, xe + 1, dtype=np.float64), x_t, b, gain * ppm, ppm))
     span_s = span_px / (speed * ppm)
-    if layout == "auto" and len(bases) == 6:  # 6x2, or 3x4 with three rhythm strips: do they repeat the panels?
-        fit = [rhythm_match(rows, r, fs, span_s)[1] for r in range(3, 6)]
-        used = "3x4" if min(fit) >= RHYTHM_MIN_DB else "6x2"
+    if layout == "auto" and len(bases) == 6:  # 6x2, or 3x4 with three rhythm strips?
+        quarter = boundary_marks(mask, bases[:3], [xs + k * span_px / 8 for k in (2, 6)], ppm)
+        control = boundary_marks(mask, bases[:3], [xs + k * span_px / 8 for k in (1, 3, 5, 7)], ppm)
+        if quarter - control >= 0.5:  # the top rows show panel boundaries (labels, ticks) at 1/4 and 3/4
+            used = "3x4"
+        elif boundary_marks(mask, bases, [xs + span_px / 2], ppm) - control >= 0.5:  # ... at 1/2 only
+            used = "6x2"
+        else:  # no marks: do rows 4-6 repeat the panels of rows 1-3?
+            fit = [rhythm_match(rows, r, fs, span_s)[1] for r in range(3, 6)]
+            used = "3x4" if min(fit) >= RHYTHM_MIN_DB else "6x2"
         panels = row_panels(used, len(bases))
     if used == "3x4" and len(bases) > 3:
         named = []
