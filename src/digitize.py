@@ -123,7 +123,7 @@ def grid_pitch(page: np.ndarray, ink: np.ndarray) -> tuple[float | None, float]:
     explains the dark pixels' column and row profiles (the lesser of the two counts: trace rows repeat along y only,
     beats along x only) as well as any multiple of it, and better than the 1 mm period, which misses the major lines'
     own part. So P is the shortest period explaining >= 90 % of the best (up to 2.5x the scale the page's width
-    gives), refined on its highest strong harmonic.
+    gives), refined to the nearby period whose harmonics gather the most power.
     Ink (the boolean `ink` mask, widened) is set to the median first. (None, strength) when nothing repeats."""
     g = 255 - _grey(page).astype(np.float32)
     g[cv2.dilate(ink.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] = float(np.median(g))
@@ -147,24 +147,22 @@ def grid_pitch(page: np.ndarray, ink: np.ndarray) -> tuple[float | None, float]:
     if strength < 0.008:
         return None, strength
     i = int(np.flatnonzero(score >= 0.9 * strength)[0])
+    # refine: the period (within +-3 %) whose harmonics below 0.9 Nyquist gather the most power of both spectra
     spec = sx + sy
-    m = max(1, min(5, int(0.45 * periods[i])))  # the highest harmonic (up to the 1 mm lines') below ~0.9 Nyquist
-    k5 = int(round(m * pad / periods[i]))
-    win = np.arange(max(1, k5 - 8), min(len(spec) - 1, k5 + 9))
-    k = int(win[np.argmax(spec[win])])
-    a, b, c = np.log(spec[k - 1:k + 2] + 1e-12)
-    den = a - 2 * b + c
-    kf = k + (0.5 * (a - c) / den if abs(den) > 1e-12 else 0.0)
-    return m * pad / kf / 5.0, strength  # the 1 mm period in px
+    fine = periods[i] * (1 + np.linspace(-0.03, 0.03, 121))
+    top = 0.9 * (len(spec) - 1)
+    power = [np.interp(np.arange(pad / f, top, pad / f), np.arange(len(spec)), spec).sum() for f in fine]
+    return float(fine[int(np.argmax(power))]) / 5.0, strength  # the 1 mm period in px
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Rows, calibration, traces
 # ----------------------------------------------------------------------------------------------------------------
 def ink_mask(page: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ink strength float32 0..255, boolean trace mask) of a top-down page; specks (salt noise, dust: blobs of at
+    """(ink strength float32 0..255, boolean trace mask) of a top-down page (page.trace_map, keeping what covers
+    up to 3/4 of a column: aligned calibration pulses); specks (salt noise, dust: blobs of at
     most 3 x 3 px) are dropped from the mask."""
-    ink = 255 - trace_map(page).astype(np.float32)
+    ink = 255 - trace_map(page, column_q=25.0).astype(np.float32)
     vals = ink[ink > 20]
     thr = max(35.0, 0.5 * float(np.percentile(vals, 99))) if vals.size else 35.0
     mask = ink > thr
@@ -235,6 +233,11 @@ def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[flo
     level = float(np.nanmedian(probe))
     if np.mean(np.abs(probe - level) <= max(1.5, 0.5 * ppm)) < 0.7:  # flat (the rise may reach into the probe)
         return None
+    # the pulse stands on its own foot (its first 0.6 mm), not on the row's coverage peak, which blur can shift
+    foot = mask[max(0, int(base - 2 * ppm)): int(base + 2 * ppm) + 1, xa: xa + max(1, int(0.6 * ppm))]
+    rows_on = np.flatnonzero(foot.any(1))
+    if rows_on.size:
+        base = max(0, int(base - 2 * ppm)) + float(np.median(rows_on))
     height = (base - level) / ppm
     on = np.abs(np.nan_to_num(top, nan=-1e9) - level) <= max(1.5, 0.5 * ppm)
     i0 = int(1.4 * ppm) + int(np.argmax(on[int(1.4 * ppm): int(3.0 * ppm) + 1]))
