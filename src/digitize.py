@@ -258,50 +258,73 @@ def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[flo
     return gain, speed, base - level
 
 
-def trace_row(ink: np.ndarray, mask: np.ndarray, base: float, up: float, down: float, x0: int, x1: int,
-              ppm: float) -> np.ndarray:
-    """y (page px) of the trace in each column x0..x1 (NaN where none is found), following the ink run nearest the
-    previous column's; at a local extreme of a run's end (a peak) the end itself, not the run's middle."""
+def trace_rows(ink: np.ndarray, mask: np.ndarray, bases, up: float, down: float, x0: int, x1: int,
+               ppm: float) -> list[np.ndarray]:
+    """y (page px) of each row's trace in columns x0..x1 (NaN where none is read), all rows followed together.
+
+    Per row and column, the ink run nearest the row's previous reading (within `up` above and `down` below its
+    baseline); after a gap (a blank panel) the trace is picked up again near the baseline only. Big complexes of
+    neighbouring rows reach into a row: a run that also holds another row's previous reading, deeper inside it than
+    this row's (the stroke is the other row's and merely touches this trace), is a gap for this row, not a reading. The reading is the run's ink-weighted centre, except on steep strokes (the midpoint of where the run
+    overlaps its neighbours' runs: where the curve crosses the column's edges) and at tips (the run's end, less half
+    the pen's width: the sample at a peak is its tip, not the run's middle).
+    """
     h = mask.shape[0]
-    y0, y1 = max(0, int(math.floor(base - up))), min(h, int(math.ceil(base + down)) + 1)
+    n = x1 - x0 + 1
+    y0 = max(0, int(math.floor(min(bases) - up)))
+    y1 = min(h, int(math.ceil(max(bases) + down)) + 1)
     m = mask[y0:y1, x0:x1 + 1]
     wgt = ink[y0:y1, x0:x1 + 1]
-    n = m.shape[1]
-    out = np.full(n, np.nan)
-    tops, bots = np.full(n, np.nan), np.full(n, np.nan)
-    if n == 0 or m.shape[0] == 0:
-        return out
+    k = len(bases)
+    out, tops, bots = np.full((k, n), np.nan), np.full((k, n), np.nan), np.full((k, n), np.nan)
+    if n <= 0 or m.shape[0] == 0:
+        return list(out)
     d = np.diff(np.vstack([np.zeros((1, n), bool), m, np.zeros((1, n), bool)]).astype(np.int8), axis=0)
     sx, sy = np.nonzero(d.T == 1)  # run starts, sorted by column
     ex, ey = np.nonzero(d.T == -1)  # run ends (exclusive)
     split = np.searchsorted(sx, np.arange(1, n))
     starts, ends = np.split(sy, split), np.split(ey, split)
-    home = base - y0
-    prev, lost = home, n  # after a gap (a blank panel) the trace is picked up again near the baseline only
+    home = np.asarray(bases, np.float64) - y0
+    lo, hi = home - up, home + down
+    prev, lost = home.copy(), np.full(k, n)
     max_jump = max(3.0, 0.4 * (up + down))
     thick = []
     for i in range(n):
         s, e = starts[i], ends[i]
         lost += 1
-        if lost > ppm:
-            prev = home
+        prev = np.where(lost > ppm, home, prev)
         if len(s) == 0:
             continue
-        dist = np.maximum(0, np.maximum(s - prev, prev - (e - 1)))
-        j = int(np.argmin(dist))
-        if dist[j] > (max_jump if lost <= ppm else 0.25 * (up + down) / 1.35):
-            continue
-        lost = 0
-        a, b = int(s[j]), int(e[j])
-        ww = wgt[max(0, a - 1): min(m.shape[0], b + 1), i]
-        ys = np.arange(max(0, a - 1), min(m.shape[0], b + 1))
-        out[i] = float((ww * ys).sum() / max(ww.sum(), 1e-6))
-        tops[i], bots[i] = a, b - 1
-        if b - a <= 3 * ppm:
-            thick.append(b - a)
-        prev = out[i]
+        pick = np.full(k, -1)
+        for r in range(k):
+            dist = np.maximum(0, np.maximum(s - prev[r], prev[r] - (e - 1)))
+            dist = np.where((e - 1 >= lo[r]) & (s <= hi[r]), dist, np.inf)
+            j = int(np.argmin(dist))
+            if dist[j] <= (max_jump if lost[r] <= ppm else 0.25 * (up + down) / 1.35):
+                pick[r] = j
+        for r in range(k):
+            j = pick[r]
+            if j < 0:
+                continue
+            a, b = int(s[j]), int(e[j])
+            lost[r] = 0
+            inner = min(abs(prev[r] - a), abs(b - 1 - prev[r]))  # how deep in the run this row's reading was
+            if any(pick[q] == j and a - 1 <= prev[q] <= b and min(prev[q] - a, b - 1 - prev[q]) > inner
+                   for q in range(k) if q != r):
+                continue  # the run is another row's stroke, deeper in it, running into this trace
+            ww = wgt[max(0, a - 1): min(m.shape[0], b + 1), i]
+            ys = np.arange(max(0, a - 1), min(m.shape[0], b + 1))
+            out[r, i] = float((ww * ys).sum() / max(ww.sum(), 1e-6))
+            tops[r, i], bots[r, i] = a, b - 1
+            if b - a <= 3 * ppm:
+                thick.append(b - a)
+        prev = np.where(np.isfinite(out[:, i]), out[:, i], prev)
     half = (float(np.median(thick)) if thick else 1.0) / 2
-    # a run reaching further than both neighbours' is a peak: its end is the sample, not its middle
+    return [_refine(out[r], tops[r], bots[r], half) + y0 for r in range(k)]
+
+
+def _refine(out: np.ndarray, tops: np.ndarray, bots: np.ndarray, half: float) -> np.ndarray:
+    """trace_rows' readings on steep strokes and at tips (see there)."""
     t_prev, t_next = np.r_[np.nan, tops[:-1]], np.r_[tops[1:], np.nan]
     b_prev, b_next = np.r_[np.nan, bots[:-1]], np.r_[bots[1:], np.nan]
     tall = (bots - tops) > 4 * half + 2
@@ -319,8 +342,7 @@ def trace_row(ink: np.ndarray, mask: np.ndarray, base: float, up: float, down: f
     cross = 0.25 * (lo_l + hi_l + lo_r + hi_r)
     out = np.where(tall & np.isfinite(cross) & (hi_l >= lo_l) & (hi_r >= lo_r), cross, out)
     out = np.where(peak_up, tops + half, out)
-    out = np.where(peak_dn & ~peak_up, bots - half, out)
-    return out + y0
+    return np.where(peak_dn & ~peak_up, bots - half, out)
 
 
 def _mode(y: np.ndarray, ppm: float) -> float:
@@ -503,11 +525,9 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
         return give_up("trace rows too short to read", used)
     spacing = float(np.median(np.diff(bases))) if len(bases) > 1 else 0.4 * page.shape[0]
     x_t = xs + np.arange(n) / fs * speed * ppm
-    rows = []
-    for b in bases:
-        x0 = max(0, int(xs))
-        y = trace_row(ink, mask, b, 0.75 * spacing, 0.6 * spacing, x0, xe, ppm)
-        rows.append(row_signal(y, np.arange(x0, xe + 1, dtype=np.float64), x_t, b, gain * ppm, ppm))
+    x0 = max(0, int(xs))
+    ys = trace_rows(ink, mask, bases, 0.75 * spacing, 0.6 * spacing, x0, xe, ppm)
+    rows = [row_signal(y, np.arange(x0, xe + 1, dtype=np.float64), x_t, b, gain * ppm, ppm) for y, b in zip(ys, bases)]
     span_s = span_px / (speed * ppm)
     if layout == "auto" and len(bases) == 6:  # 6x2, or 3x4 with three rhythm strips?
         quarter = boundary_marks(mask, bases[:3], [xs + k * span_px / 8 for k in (2, 6)], ppm)
