@@ -43,6 +43,7 @@ from .roi import downscale
 
 RHYTHM_GUESS = ("II", "V1", "V5")  # rhythm strips under a 3x4 page, top to bottom (names are not read)
 STRIP_GUESS = ("II", "V1")  # leads of 2x1 / 1x1 strip pages
+RHYTHM_MIN_DB = 5.0  # a rhythm strip repeats a panel when its reading matches the panel's this well (SNR)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 
 
@@ -122,7 +123,7 @@ def grid_pitch(page: np.ndarray, ink: np.ndarray) -> tuple[float | None, float]:
     explains the dark pixels' column and row profiles (the lesser of the two counts: trace rows repeat along y only,
     beats along x only) as well as any multiple of it, and better than the 1 mm period, which misses the major lines'
     own part. So P is the shortest period explaining >= 90 % of the best (up to 2.5x the scale the page's width
-    gives), refined on its highest strong harmonic.
+    gives), refined to the nearby period whose harmonics gather the most power.
     Ink (the boolean `ink` mask, widened) is set to the median first. (None, strength) when nothing repeats."""
     g = 255 - _grey(page).astype(np.float32)
     g[cv2.dilate(ink.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] = float(np.median(g))
@@ -146,26 +147,29 @@ def grid_pitch(page: np.ndarray, ink: np.ndarray) -> tuple[float | None, float]:
     if strength < 0.008:
         return None, strength
     i = int(np.flatnonzero(score >= 0.9 * strength)[0])
+    # refine: the period (within +-3 %) whose harmonics below 0.9 Nyquist gather the most power of both spectra
     spec = sx + sy
-    m = max(1, min(5, int(0.45 * periods[i])))  # the highest harmonic (up to the 1 mm lines') below ~0.9 Nyquist
-    k5 = int(round(m * pad / periods[i]))
-    win = np.arange(max(1, k5 - 8), min(len(spec) - 1, k5 + 9))
-    k = int(win[np.argmax(spec[win])])
-    a, b, c = np.log(spec[k - 1:k + 2] + 1e-12)
-    den = a - 2 * b + c
-    kf = k + (0.5 * (a - c) / den if abs(den) > 1e-12 else 0.0)
-    return m * pad / kf / 5.0, strength  # the 1 mm period in px
+    fine = periods[i] * (1 + np.linspace(-0.03, 0.03, 121))
+    top = 0.9 * (len(spec) - 1)
+    power = [np.interp(np.arange(pad / f, top, pad / f), np.arange(len(spec)), spec).sum() for f in fine]
+    return float(fine[int(np.argmax(power))]) / 5.0, strength  # the 1 mm period in px
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Rows, calibration, traces
 # ----------------------------------------------------------------------------------------------------------------
 def ink_mask(page: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ink strength float32 0..255, boolean trace mask) of a top-down page."""
-    ink = 255 - trace_map(page).astype(np.float32)
+    """(ink strength float32 0..255, boolean trace mask) of a top-down page (page.trace_map, keeping what covers
+    up to 3/4 of a column: aligned calibration pulses); specks (salt noise, dust: blobs of at
+    most 3 x 3 px) are dropped from the mask."""
+    ink = 255 - trace_map(page, column_q=25.0).astype(np.float32)
     vals = ink[ink > 20]
-    thr = max(35.0, 0.4 * float(np.percentile(vals, 99))) if vals.size else 35.0
-    return ink, ink > thr
+    thr = max(35.0, 0.5 * float(np.percentile(vals, 99))) if vals.size else 35.0
+    mask = ink > thr
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    speck = (stats[:, cv2.CC_STAT_WIDTH] <= 3) & (stats[:, cv2.CC_STAT_HEIGHT] <= 3)
+    speck[0] = False
+    return ink, mask & ~speck[lab]
 
 
 def find_baselines(mask: np.ndarray, ppm: float) -> np.ndarray:
@@ -189,8 +193,10 @@ def find_baselines(mask: np.ndarray, ppm: float) -> np.ndarray:
     return np.array(out)
 
 
-def _row_extent(mask: np.ndarray, base: float, ppm: float) -> tuple[int, int] | None:
-    """First and last column of the longest run of columns with ink near the baseline (gaps < 12 mm bridged: a calibration pulse's top leaves the band)."""
+def _row_extent(mask: np.ndarray, base: float, ppm: float) -> tuple[int, int, float] | None:
+    """First and last column of the longest run of columns with ink near the baseline (gaps < 12 mm bridged: a
+    calibration pulse's top leaves the band), and the share of its columns with ink: ~1 for a trace, well below for
+    a line of text (gaps between letters and words)."""
     h = mask.shape[0]
     y0, y1 = max(0, int(base - 1.5 * ppm)), min(h, int(base + 1.5 * ppm) + 1)
     cols = np.flatnonzero(mask[y0:y1].any(0))
@@ -199,12 +205,13 @@ def _row_extent(mask: np.ndarray, base: float, ppm: float) -> tuple[int, int] | 
     breaks = np.flatnonzero(np.diff(cols) > 12 * ppm)
     starts, ends = np.r_[0, breaks + 1], np.r_[breaks, len(cols) - 1]
     i = int(np.argmax(cols[ends] - cols[starts]))
-    return int(cols[starts[i]]), int(cols[ends[i]])
+    a, b = int(cols[starts[i]]), int(cols[ends[i]])
+    return a, b, (ends[i] - starts[i] + 1) / (b - a + 1)
 
 
-def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[float, float] | None:
-    """(gain mm/mV, speed mm/s) from a 1 mV calibration pulse starting at column xa, or None if there is none: the
-    pulse's flat top sits gain mm above the baseline for 0.2 s (measured on its lower edge)."""
+def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[float, float, float] | None:
+    """(gain mm/mV, speed mm/s, height px) from a 1 mV calibration pulse starting at column xa, or None if there is
+    none: the pulse's flat top sits gain mm above the baseline for 0.2 s."""
     h, w = mask.shape
     y0, y1 = max(0, int(base - 25 * ppm)), max(0, int(base - 2 * ppm))
     x1 = min(w, int(xa + 14 * ppm))
@@ -212,75 +219,112 @@ def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[flo
         return None
     sub = mask[y0:y1, xa:x1]
     has = sub.any(0)
-    # the ink nearest above the baseline: higher up may be the row above's trace (12 rows overlap)
-    top = np.where(has, y1 - 1 - np.argmax(sub[::-1], axis=0), np.nan)
+    # the centre of the ink run nearest above the baseline: higher up may be the row above's trace (12 rows overlap)
+    low = y1 - 1 - np.argmax(sub[::-1], axis=0)
+    top = np.full(sub.shape[1], np.nan)
+    for i in np.flatnonzero(has):
+        j = low[i] - y0
+        while j > 0 and sub[j - 1, i]:
+            j -= 1
+        top[i] = (j + y0 + low[i]) / 2
     probe = top[int(1.4 * ppm): int(3.0 * ppm) + 1]
     if probe.size == 0 or np.isnan(probe).mean() > 0.3:
         return None
     level = float(np.nanmedian(probe))
     if np.mean(np.abs(probe - level) <= max(1.5, 0.5 * ppm)) < 0.7:  # flat (the rise may reach into the probe)
         return None
+    # the pulse stands on its own foot (its first 0.6 mm), not on the row's coverage peak, which blur can shift
+    foot = mask[max(0, int(base - 2 * ppm)): int(base + 2 * ppm) + 1, xa: xa + max(1, int(0.6 * ppm))]
+    rows_on = np.flatnonzero(foot.any(1))
+    if rows_on.size:
+        base = max(0, int(base - 2 * ppm)) + float(np.median(rows_on))
     height = (base - level) / ppm
     on = np.abs(np.nan_to_num(top, nan=-1e9) - level) <= max(1.5, 0.5 * ppm)
     i0 = int(1.4 * ppm) + int(np.argmax(on[int(1.4 * ppm): int(3.0 * ppm) + 1]))
+    hole = max(2, int(0.6 * ppm))  # a broken top (noise, JPEG) still counts as one
     i1 = i0
-    while i1 < len(on) and on[i1]:
-        i1 += 1
+    for k in np.flatnonzero(on[i0:]) + i0:
+        if k - i1 > hole:
+            break
+        i1 = k
     j0 = i0
     while j0 > 0 and on[j0 - 1]:
         j0 -= 1
-    top_mm = (i1 - j0) / ppm
+    top_mm = (i1 + 1 - j0) / ppm
     gain = min(GAINS, key=lambda g: abs(math.log(g / height)))
     speed = min(SPEEDS, key=lambda s: abs(math.log(0.2 * s / max(top_mm, 0.1))))
     if abs(math.log(gain / height)) > 0.25 or abs(math.log(0.2 * speed / max(top_mm, 0.1))) > 0.35:
         return None
-    return gain, speed
+    return gain, speed, base - level
 
 
-def trace_row(ink: np.ndarray, mask: np.ndarray, base: float, up: float, down: float, x0: int, x1: int,
-              ppm: float) -> np.ndarray:
-    """y (page px) of the trace in each column x0..x1 (NaN where none is found), following the ink run nearest the
-    previous column's; at a local extreme of a run's end (a peak) the end itself, not the run's middle."""
+def trace_rows(ink: np.ndarray, mask: np.ndarray, bases, up: float, down: float, x0: int, x1: int,
+               ppm: float) -> list[np.ndarray]:
+    """y (page px) of each row's trace in columns x0..x1 (NaN where none is read), all rows followed together.
+
+    Per row and column, the ink run nearest the row's previous reading (within `up` above and `down` below its
+    baseline); after a gap (a blank panel) the trace is picked up again near the baseline only. Big complexes of
+    neighbouring rows reach into a row: a run that also holds another row's previous reading, deeper inside it than
+    this row's (the stroke is the other row's and merely touches this trace), is a gap for this row, not a reading. The reading is the run's ink-weighted centre, except on steep strokes (the midpoint of where the run
+    overlaps its neighbours' runs: where the curve crosses the column's edges) and at tips (the run's end, less half
+    the pen's width: the sample at a peak is its tip, not the run's middle).
+    """
     h = mask.shape[0]
-    y0, y1 = max(0, int(math.floor(base - up))), min(h, int(math.ceil(base + down)) + 1)
+    n = x1 - x0 + 1
+    y0 = max(0, int(math.floor(min(bases) - up)))
+    y1 = min(h, int(math.ceil(max(bases) + down)) + 1)
     m = mask[y0:y1, x0:x1 + 1]
     wgt = ink[y0:y1, x0:x1 + 1]
-    n = m.shape[1]
-    out = np.full(n, np.nan)
-    tops, bots = np.full(n, np.nan), np.full(n, np.nan)
-    if n == 0 or m.shape[0] == 0:
-        return out
+    k = len(bases)
+    out, tops, bots = np.full((k, n), np.nan), np.full((k, n), np.nan), np.full((k, n), np.nan)
+    if n <= 0 or m.shape[0] == 0:
+        return list(out)
     d = np.diff(np.vstack([np.zeros((1, n), bool), m, np.zeros((1, n), bool)]).astype(np.int8), axis=0)
     sx, sy = np.nonzero(d.T == 1)  # run starts, sorted by column
     ex, ey = np.nonzero(d.T == -1)  # run ends (exclusive)
     split = np.searchsorted(sx, np.arange(1, n))
     starts, ends = np.split(sy, split), np.split(ey, split)
-    home = base - y0
-    prev, lost = home, n  # after a gap (a blank panel) the trace is picked up again near the baseline only
+    home = np.asarray(bases, np.float64) - y0
+    lo, hi = home - up, home + down
+    prev, lost = home.copy(), np.full(k, n)
     max_jump = max(3.0, 0.4 * (up + down))
     thick = []
     for i in range(n):
         s, e = starts[i], ends[i]
         lost += 1
-        if lost > ppm:
-            prev = home
+        prev = np.where(lost > ppm, home, prev)
         if len(s) == 0:
             continue
-        dist = np.maximum(0, np.maximum(s - prev, prev - (e - 1)))
-        j = int(np.argmin(dist))
-        if dist[j] > (max_jump if lost <= ppm else 0.25 * (up + down) / 1.35):
-            continue
-        lost = 0
-        a, b = int(s[j]), int(e[j])
-        ww = wgt[max(0, a - 1): min(m.shape[0], b + 1), i]
-        ys = np.arange(max(0, a - 1), min(m.shape[0], b + 1))
-        out[i] = float((ww * ys).sum() / max(ww.sum(), 1e-6))
-        tops[i], bots[i] = a, b - 1
-        if b - a <= 3 * ppm:
-            thick.append(b - a)
-        prev = out[i]
+        pick = np.full(k, -1)
+        for r in range(k):
+            dist = np.maximum(0, np.maximum(s - prev[r], prev[r] - (e - 1)))
+            dist = np.where((e - 1 >= lo[r]) & (s <= hi[r]), dist, np.inf)
+            j = int(np.argmin(dist))
+            if dist[j] <= (max_jump if lost[r] <= ppm else 0.25 * (up + down) / 1.35):
+                pick[r] = j
+        for r in range(k):
+            j = pick[r]
+            if j < 0:
+                continue
+            a, b = int(s[j]), int(e[j])
+            lost[r] = 0
+            inner = min(abs(prev[r] - a), abs(b - 1 - prev[r]))  # how deep in the run this row's reading was
+            if any(pick[q] == j and a - 1 <= prev[q] <= b and min(prev[q] - a, b - 1 - prev[q]) > inner
+                   for q in range(k) if q != r):
+                continue  # the run is another row's stroke, deeper in it, running into this trace
+            ww = wgt[max(0, a - 1): min(m.shape[0], b + 1), i]
+            ys = np.arange(max(0, a - 1), min(m.shape[0], b + 1))
+            out[r, i] = float((ww * ys).sum() / max(ww.sum(), 1e-6))
+            tops[r, i], bots[r, i] = a, b - 1
+            if b - a <= 3 * ppm:
+                thick.append(b - a)
+        prev = np.where(np.isfinite(out[:, i]), out[:, i], prev)
     half = (float(np.median(thick)) if thick else 1.0) / 2
-    # a run reaching further than both neighbours' is a peak: its end is the sample, not its middle
+    return [_refine(out[r], tops[r], bots[r], half) + y0 for r in range(k)]
+
+
+def _refine(out: np.ndarray, tops: np.ndarray, bots: np.ndarray, half: float) -> np.ndarray:
+    """trace_rows' readings on steep strokes and at tips (see there)."""
     t_prev, t_next = np.r_[np.nan, tops[:-1]], np.r_[tops[1:], np.nan]
     b_prev, b_next = np.r_[np.nan, bots[:-1]], np.r_[bots[1:], np.nan]
     tall = (bots - tops) > 4 * half + 2
@@ -298,8 +342,7 @@ def trace_row(ink: np.ndarray, mask: np.ndarray, base: float, up: float, down: f
     cross = 0.25 * (lo_l + hi_l + lo_r + hi_r)
     out = np.where(tall & np.isfinite(cross) & (hi_l >= lo_l) & (hi_r >= lo_r), cross, out)
     out = np.where(peak_up, tops + half, out)
-    out = np.where(peak_dn & ~peak_up, bots - half, out)
-    return out + y0
+    return np.where(peak_dn & ~peak_up, bots - half, out)
 
 
 def _mode(y: np.ndarray, ppm: float) -> float:
@@ -336,6 +379,69 @@ def row_panels(layout: str, n_rows: int) -> list[list[str]]:
 # ----------------------------------------------------------------------------------------------------------------
 # The classical digitiser
 # ----------------------------------------------------------------------------------------------------------------
+def row_signal(y: np.ndarray, xcol: np.ndarray, x_t: np.ndarray, base_guess: float, px_per_mv: float,
+               ppm: float) -> np.ndarray:
+    """A row's trace y (page px per column xcol) as mV at the output sample positions x_t: 0 mV on the row's most
+    common y (its isoelectric line), NaN off the trace's ends and across gaps longer than 2 mm."""
+    ok = np.isfinite(y)
+    out = np.full(len(x_t), np.nan)
+    if ok.sum() < 2:
+        return out
+    base = _mode(y, ppm)
+    base = base if np.isfinite(base) else base_guess
+    xv, yv = xcol[ok], y[ok]
+    k = np.clip(np.searchsorted(xv, x_t), 1, len(xv) - 1)
+    gap = np.minimum(np.abs(xv[k] - x_t), np.abs(xv[k - 1] - x_t))
+    inside = (x_t >= xcol[0]) & (x_t <= xcol[-1]) & (gap <= 2 * ppm)
+    out[inside] = (base - np.interp(x_t[inside], xv, yv)) / px_per_mv
+    return out
+
+
+def panel_window(n: int, fs: float, span_s: float, ncol: int, j: int) -> np.ndarray:
+    """Which of n output samples fall in panel j of a row of ncol panels spanning span_s seconds."""
+    t = np.arange(n) / fs
+    return (t >= j * span_s / ncol) & (t < (j + 1) * span_s / ncol)
+
+
+def rhythm_match(rows: list[np.ndarray], r: int, fs: float, span_s: float) -> tuple[str, float]:
+    """Which lead the rhythm strip in row r (under a 3x4 page: rows 0-2 hold the panels) is: the panel whose stretch
+    it repeats best, as the SNR (dB) of the strip's reading against the panel's over the panel's samples, offset
+    removed; (lead, SNR). A correlation would confuse II with aVF, which differ mostly in size; aVF is often II's
+    near copy all the same, so the usual rhythm leads (RHYTHM_GUESS) win ties within 3 dB."""
+    best = ("", -np.inf)
+    for pr in range(3):
+        for j in range(4):
+            win = panel_window(len(rows[r]), fs, span_s, 4, j)
+            a, b = rows[r][win], rows[pr][win]
+            ok = np.isfinite(a) & np.isfinite(b)
+            if ok.sum() < 0.5 * win.sum() or ok.sum() < 10:
+                continue
+            e = (a[ok] - b[ok]) - np.mean(a[ok] - b[ok])
+            snr = 10 * np.log10(np.sum(b[ok] ** 2) / max(np.sum(e ** 2), 1e-12))
+            lead = LEADS[3 * j + pr]
+            if snr + (3.0 if lead in RHYTHM_GUESS else 0.0) > best[1] + (3.0 if best[0] in RHYTHM_GUESS else 0.0):
+                best = (lead, float(snr))
+    return best
+
+
+def boundary_marks(mask: np.ndarray, bases, xs, ppm: float) -> float:
+    """Share of (row, x) places that show a panel's start: a separator tick (a column inked over the 4.6 mm around
+    the baseline) or a lead name (ink in the box 0.8-4 mm right of x, 3.8-7 mm above the baseline)."""
+    h, w = mask.shape
+    hits = []
+    for b in bases:
+        for x in xs:
+            x = int(round(x))
+            t0, t1 = max(0, int(b - 2.3 * ppm)), min(h, int(b + 2.3 * ppm) + 1)
+            c0, c1 = max(0, x - int(0.6 * ppm) - 1), min(w, x + int(0.6 * ppm) + 2)
+            tick = c1 > c0 and t1 > t0 and float(mask[t0:t1, c0:c1].mean(0).max()) >= 0.9
+            l0, l1 = max(0, int(b - 7 * ppm)), max(0, int(b - 3.8 * ppm))
+            k0, k1 = max(0, x + int(0.8 * ppm)), min(w, x + int(4 * ppm) + 1)
+            name = l1 > l0 and k1 > k0 and float(mask[l0:l1, k0:k1].mean()) >= 0.04
+            hits.append(tick or name)
+    return float(np.mean(hits)) if hits else 0.0
+
+
 def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, seconds: float = 10.0,
                    method: str = "classical") -> Digitised:
     """RGB uint8 image -> Digitised (see the module docstring). `layout`: auto or one of render.LAYOUTS."""
@@ -349,6 +455,7 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
     problems: list[str] = []
     signal = np.full((len(LEADS), n), np.nan, np.float32)
     conf = np.zeros(len(LEADS), np.float32)
+    got = np.zeros(len(LEADS), np.float32)
 
     def give_up(why: str, used: str) -> Digitised:
         problems.append(why)
@@ -371,8 +478,9 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
         return give_up("no trace rows found", "3x4" if layout == "auto" else layout)
     ext = [_row_extent(mask, b, ppm) for b in bases]
     longest = max((e[1] - e[0] for e in ext if e is not None), default=0)
-    short = [e is None or e[1] - e[0] < 0.6 * longest for e in ext]
-    # header and footer text lines are short rows above and below the traces (a row inside may be short: blank panels)
+    short = [e is None or e[1] - e[0] < 0.6 * longest or (e[1] - e[0] < 0.85 * longest and e[2] < 0.85) for e in ext]
+    # header and footer text lines are short or gappy rows above and below the traces (a row inside may be short:
+    # blank panels)
     lo, hi = 0, len(bases)
     while lo < hi and short[lo]:
         lo += 1
@@ -390,53 +498,65 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
     if len(bases) != len(panels):
         problems.append(f"{len(bases)} trace rows found, layout {used} has {len(panels)}: read the first")
         bases, ext = bases[:len(panels)], ext[:len(panels)]
-    if used == "3x4" and len(bases) > 3:
-        problems.append(f"rhythm strips read as {', '.join(RHYTHM_GUESS[:len(bases) - 3])} (lead names are not read)")
     if used in ("2x1", "1x1"):
         problems.append(f"strips read as {', '.join(STRIP_GUESS[:len(bases)])} (lead names are not read)")
 
     xa = int(np.median([e[0] for e in ext if e is not None]))
     xe = int(np.median([e[1] for e in ext if e is not None]))
     cals = [c for b, e in zip(bases, ext) if e is not None and (c := calibration(mask, b, e[0], ppm)) is not None]
-    if cals:
+    if 2 * len(cals) > sum(e is not None for e in ext):  # most rows agree there is one (not a cut-off remnant)
         gain = float(np.median([c[0] for c in cals]))
         speed = float(np.median([c[1] for c in cals]))
+        if trust < 1:  # no grid: the pulse (its gain snapped at the page width's scale) is a better ruler
+            ppm = float(np.median([c[2] for c in cals])) / gain
+            # finer still: a page showing `seconds` from the pulse's start to the trace's end, if it agrees within 6 %
+            span = (xe - xa) / ((0.2 * speed + 2.5) + seconds * speed)
+            how = "the trace's length" if abs(math.log(span / ppm)) < 0.06 else "the calibration pulse"
+            ppm = span if abs(math.log(span / ppm)) < 0.06 else ppm
+            problems.append(f"scale {ppm:.2f} px/mm from {how} ({gain:g} mm/mV, {speed:g} mm/s)")
         xs = xa + (0.2 * speed + 2.5) * ppm  # the renderer's pulse: 1.5 mm in, 1 + 0.2 s x speed + 1 mm wide, 0.5 mm gap
     else:
-        gain, speed, xs = 10.0, 25.0, float(xa)
+        gain, speed = 10.0, 25.0
         problems.append("no calibration pulse: assumed 10 mm/mV, 25 mm/s")
+        # the trace's left end, unless the page was cut on the left: then it ends `seconds` after its start
+        xs = float(xa) if xe - xa < 0.9 * seconds * speed * ppm else xe - seconds * speed * ppm
     span_px = xe - xs
     if span_px < 10 * ppm:
         return give_up("trace rows too short to read", used)
     spacing = float(np.median(np.diff(bases))) if len(bases) > 1 else 0.4 * page.shape[0]
-    t = np.arange(n) / fs
-    x_t = xs + t * speed * ppm
-    got = np.zeros(len(LEADS), np.float32)
-    for r, (b, leads) in enumerate(zip(bases, panels)):
-        y = trace_row(ink, mask, b, 0.75 * spacing, 0.6 * spacing, int(xs), xe, ppm)
-        xcol = np.arange(int(xs), xe + 1, dtype=np.float64)
-        base = _mode(y, ppm)
-        if not np.isfinite(base):
-            base = b
-        ok = np.isfinite(y)
-        seg = span_px / len(leads)
+    x_t = xs + np.arange(n) / fs * speed * ppm
+    x0 = max(0, int(xs))
+    ys = trace_rows(ink, mask, bases, 0.75 * spacing, 0.6 * spacing, x0, xe, ppm)
+    rows = [row_signal(y, np.arange(x0, xe + 1, dtype=np.float64), x_t, b, gain * ppm, ppm) for y, b in zip(ys, bases)]
+    span_s = span_px / (speed * ppm)
+    if layout == "auto" and len(bases) == 6:  # 6x2, or 3x4 with three rhythm strips?
+        quarter = boundary_marks(mask, bases[:3], [xs + k * span_px / 8 for k in (2, 6)], ppm)
+        control = boundary_marks(mask, bases[:3], [xs + k * span_px / 8 for k in (1, 3, 5, 7)], ppm)
+        if quarter - control >= 0.5:  # the top rows show panel boundaries (labels, ticks) at 1/4 and 3/4
+            used = "3x4"
+        elif boundary_marks(mask, bases, [xs + span_px / 2], ppm) - control >= 0.5:  # ... at 1/2 only
+            used = "6x2"
+        else:  # no marks: do rows 4-6 repeat the panels of rows 1-3?
+            fit = [rhythm_match(rows, r, fs, span_s)[1] for r in range(3, 6)]
+            used = "3x4" if min(fit) >= RHYTHM_MIN_DB else "6x2"
+        panels = row_panels(used, len(bases))
+    if used == "3x4" and len(bases) > 3:
+        named = []
+        for r in range(3, len(bases)):
+            lead, corr = rhythm_match(rows, r, fs, span_s)
+            if corr < RHYTHM_MIN_DB or lead in named:
+                lead = next(g for g in RHYTHM_GUESS if g not in named)
+                problems.append(f"rhythm strip {r - 2} read as {lead} (no panel matches it; names are not read)")
+            named.append(lead)
+            panels[r] = [lead]
+    for sig_r, leads in zip(rows, panels):
         for j, lead in enumerate(leads):
             li = LEADS.index(lead)
-            xa_j, xb_j = xs + j * seg, xs + (j + 1) * seg
-            inside = (x_t >= xa_j) & (x_t < xb_j) & (x_t <= xe)
-            cols = (xcol >= xa_j) & (xcol < xb_j)
-            frac = float(ok[cols].mean()) if cols.any() else 0.0
-            if frac < 0.5 or ok[cols].sum() < 2:
+            win = panel_window(n, fs, span_s, len(leads), j)
+            frac = float(np.isfinite(sig_r[win]).mean()) if win.any() else 0.0
+            if frac < 0.5:
                 continue
-            xv, yv = xcol[cols & ok], y[cols & ok]
-            val = np.interp(x_t[inside], xv, yv)
-            # no value across a gap in the trace longer than 2 mm
-            near = np.abs(xv[np.clip(np.searchsorted(xv, x_t[inside]), 0, len(xv) - 1)] - x_t[inside])
-            near = np.minimum(near, np.abs(xv[np.clip(np.searchsorted(xv, x_t[inside]) - 1, 0, len(xv) - 1)]
-                                           - x_t[inside]))
-            val[near > 2 * ppm] = np.nan
-            sig = np.full(n, np.nan, np.float32)
-            sig[inside] = (base - val) / (gain * ppm)
+            sig = np.where(win, sig_r, np.nan).astype(np.float32)
             # read twice (a rhythm strip and its panel): the longer read, the other filling its gaps
             longer = np.isfinite(sig).sum() > np.isfinite(signal[li]).sum()
             first, second = (sig, signal[li]) if longer else (signal[li], sig)

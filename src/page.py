@@ -383,7 +383,7 @@ def _odd(v: float) -> int:
     return max(3, int(v) // 2 * 2 + 1)
 
 
-def trace_map(img: np.ndarray) -> np.ndarray:
+def trace_map(img: np.ndarray, column_q: float = 50.0) -> np.ndarray:
     """RGB uint8 page or grid crop -> uint8 grey image of the same size: the ink of the traces, black on white, with
     the paper colour, the printed grid, shadows and lighting taken out.
 
@@ -395,11 +395,15 @@ def trace_map(img: np.ndarray) -> np.ndarray:
     width or height of a rectified page while the trace occupies few pixels of any column, so subtracting each column's
     median and each row's 10th percentile removes the lines and keeps the trace. (A row median would also delete the
     baselines: a 3x4 page's isoelectric line covers most of its row, but every beat pulls the trace off it.)
+    `column_q`: the percentile taken out of each column (50: the median). A lower one keeps what covers up to
+    1 - q/100 of a column: src.digitize keeps the calibration pulses' edges, which line up down a page of six rows
+    at 20 mm/mV (a grid line covers ~80 % of a page's height).
     """
     w = img.shape[1]
     v = img.max(axis=2).astype(np.float32)
     paper = cv2.blur(cv2.dilate(v, np.ones((_odd(w / 110),) * 2, np.uint8)), (_odd(w / 25),) * 2)
     ink = np.clip(1 - v / np.maximum(paper, 1), 0, 1)
     rows = np.percentile(ink, 10, axis=1, keepdims=True)  # a ruled line crosses ~all of the grid's width; a baseline
-    ink -= rows + np.median(ink - rows, axis=0, keepdims=True)  # leaves it at each beat (a median would take it)
+    ink -= rows  # leaves it at each beat (a median would take it)
+    ink -= np.percentile(ink, column_q, axis=0, keepdims=True)
     return (255 - 255 * np.clip(ink, 0, 1) + 0.5).astype(np.uint8)
