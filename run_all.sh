@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ecgka — one entry point.
-#   ./run_all.sh              build the synthetic competition (or use real data in input/), train, infer, score
-#   ROUTE=image ./run_all.sh  the same through the image route (ROUTE=both: both routes, one vote; see Settings)
-#   ./run_all.sh test         run the test suite
+#   ./run_all.sh               build the synthetic competition (or use real data in input/), train, infer, score
+#   ROUTE=signal ./run_all.sh  the same through the fast signal route (ROUTE=both: both routes, one vote; Settings)
+#   ./run_all.sh test          run the test suite
 # Both create/reuse the virtual environment in .venv/ from requirements.txt by themselves.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -45,22 +45,23 @@ fi
 setup_venv
 
 # ---------------------------------------------------------------------------------------------------------------
-# Settings (environment variables). ROUTE picks how photos are read. signal (the default: the fast one on a CPU, README
-# "Routes"): each photo is digitised into 12 leads (src.digitize) and read by the 1D CNN ecgka_sig1d, Stage I on
-# synthetic signals made in memory, Stage II on the digitised training photos; its recipe is SIGNAL_RECIPE
-# (recipes/signal.yaml; DEBUG=1 adds recipes/signal-debug.yaml). image: the paper's route, photos preprocessed into
-# images for a CNN, Stage I on the synthetic scans. both: both routes trained, their ten fold models voted together.
-# RECIPE names the image route's training recipe: recipes/<RECIPE>.yaml or a path, read by every
-# stage below (--recipe; src/config.py "Recipes"). cpu (the default): trace maps read by the kit's small
-# ecgka_tracenet from random weights, sized for a 2-core CPU box (~2 h from nothing: README "Results"). paper: the
-# paper's roi_clahe + ConvNeXt-Base from ImageNet weights at 512x768, for a GPU (and HF_HUB_OFFLINE=0 for the hub
-# weights). DEBUG=1 is the same pipeline at toy size (the smoke test): the recipe plus the recipes/debug.yaml overlay,
-# a tiny stand-in backbone from random weights, so RECIPE=paper DEBUG=1 downloads nothing.
-# STRATEGY, SIZE, ARCH, AUG, BATCH, EPOCHS1/LR1 (Stage I), EPOCHS2/LR2 (Stage II), ROI_EPOCHS, ROI_IMGSZ override the
-# recipe's value when set.
+# Settings (environment variables). ROUTE picks how photos are read (README "Routes"). image (the default; DEBUG=1:
+# both): the paper's route, photos preprocessed into images for a CNN, Stage I on the synthetic scans. signal: each
+# photo is digitised into 12 leads (src.digitize) and read by the 1D CNN ecgka_sig1d, Stage I on synthetic signals
+# made in memory, Stage II on the digitised training photos: ~8x faster on a CPU, lower scores while the digitiser
+# loses detail; its recipe is SIGNAL_RECIPE (recipes/signal.yaml; DEBUG=1 adds recipes/signal-debug.yaml). both: both
+# routes trained, their ten fold models voted together. RECIPE names the image route's training recipe:
+# recipes/<RECIPE>.yaml or a path, read by every stage below (--recipe; src/config.py "Recipes"). cpu (the default):
+# trace maps read by the kit's small ecgka_tracenet from random weights, sized for a 2-core CPU box (~2 h from
+# nothing: README "Results"). paper: the paper's roi_clahe + ConvNeXt-Base from ImageNet weights at 512x768, for a GPU
+# (and HF_HUB_OFFLINE=0 for the hub weights). DEBUG=1 is the same pipeline at toy size (the smoke test): the recipe
+# plus the recipes/debug.yaml overlay, a tiny stand-in backbone from random weights, so RECIPE=paper DEBUG=1 downloads
+# nothing. STRATEGY, SIZE, ARCH, AUG, BATCH, EPOCHS1/LR1 (Stage I), EPOCHS2/LR2 (Stage II), ROI_EPOCHS, ROI_IMGSZ
+# override the image recipe's value when set.
 # ---------------------------------------------------------------------------------------------------------------
 DEBUG=${DEBUG:-0}
-ROUTE=${ROUTE:-signal}
+DEFAULT_ROUTE=image; [[ "$DEBUG" == 1 ]] && DEFAULT_ROUTE=both  # the smoke test runs both routes
+ROUTE=${ROUTE:-$DEFAULT_ROUTE}
 case "$ROUTE" in image|signal|both) ;; *) echo "ROUTE=$ROUTE: choose signal, image or both" >&2; exit 1 ;; esac
 IMAGE=1; [[ "$ROUTE" == signal ]] && IMAGE=0
 SIGNAL=1; [[ "$ROUTE" == image ]] && SIGNAL=0
@@ -88,7 +89,7 @@ SCANS=${SCANS:-$SYNTH-scans}       # Stage I scan-like set (images/ + labels.csv
 ROISET=${ROISET:-$SYNTH-roi}       # YOLO set for the ROI detector
 SEED=${SEED:-0}
 IN=input; OUT=outputs
-SUBNAME=$RUN; [[ "$ROUTE" != signal ]] && SUBNAME="$RUN-$ROUTE"  # submission and score of a route other than signal
+SUBNAME=$RUN; [[ "$ROUTE" != image ]] && SUBNAME="$RUN-$ROUTE"  # submission and score names carry other routes
 step() { echo; echo "=== [run_all] $*"; }
 py() { "$PY" -m "$@"; }
 

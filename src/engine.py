@@ -68,7 +68,7 @@ class FitConfig:
     ema_decay: float = 0.0  # EMA of weights per step, e.g. 0.999 (0 = off); validation and best.pt use the EMA
     pos_weight: str = "inverse"  # BCE positive weights: inverse (n_neg/n_pos on known labels) | none
     max_pos_weight: float = 50.0  # cap for inverse positive weights (a nearly absent class would dominate)
-    aug: str = "medium"  # augmentation strength: none | light | medium | strong
+    aug: str = "medium"  # image augmentation strength: none | light | medium | strong (signals: src.data's own)
     amp: str = "auto"  # mixed precision: auto (bf16 on Ampere+, fp16+GradScaler on T4, off on CPU) | off | bf16 | fp16
     channels_last: bool = True  # NHWC memory layout (faster convolutions on GPU tensor cores; neutral on CPU)
     workers: int = -1  # loader processes per rank (-1: cores per rank; 0: load in the main process)

@@ -155,6 +155,9 @@ def model_input(path: str, fold: FoldModel, pcfg) -> np.ndarray:
 def explain_images(cfg: ExplainConfig, ckpt: Path, out: Path) -> pd.DataFrame:
     from .preprocess import resolve_sources
     fold = FoldModel.load(ckpt, channels_last=False)
+    if fold.route != "image":
+        raise SystemExit(f"{ckpt} is a {fold.route}-route model: Grad-CAM here explains image models (a heat map over "
+                         f"the page); give an image run's fold")
     pcfg = None
     if not cfg.preprocessed:
         try:
@@ -206,6 +209,9 @@ def contact_sheet(cfg: ExplainConfig, run: RunFolder, out: Path) -> pd.DataFrame
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from .data import read_cache
+    if run.route != "image":
+        raise SystemExit(f"{run} is a {run.route}-route run: the contact sheet shows image runs' photos; give an image "
+                         f"run")
     oof_path, oof = run.oof, run.read_oof()
     if oof is None:
         raise SystemExit(f"{oof_path} not found: the contact sheet needs a run's OOF predictions (python -m src.train)")

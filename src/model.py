@@ -54,14 +54,40 @@ def _conv_bn(cin: int, cout: int, stride: int):
 
 
 @functools.cache  # one class per process (torch is imported on first use, like everywhere in this module)
+def _pooled_head_cls():
+    import torch.nn as nn
+
+    class PooledHead(nn.Module):
+        """The timm classifier interface (get_classifier / reset_classifier / forward_head / forward) over a
+        subclass's forward_features: global average pooling over every axis after the channels, dropout
+        (head_drop), linear head (fc); lets the kit's head and checkpoint code treat the kit's own networks like timm
+        models."""
+
+        def get_classifier(self):
+            return self.fc
+
+        def reset_classifier(self, num_classes: int, global_pool: str | None = None):
+            self.num_classes = num_classes
+            self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+        def forward_head(self, x, pre_logits: bool = False):
+            x = self.head_drop(x.flatten(2).mean(2))
+            return x if pre_logits else self.fc(x)
+
+        def forward(self, x):
+            return self.forward_head(self.forward_features(x))
+
+    return PooledHead
+
+
+@functools.cache
 def _tracenet_cls():
     import torch.nn as nn
 
-    class TraceNet(nn.Module):
+    class TraceNet(_pooled_head_cls()):
         """Full-resolution 3x3 stem, four stages that each halve the size (one stride-2 conv, then one stride-1 conv
         in all but the third), global average pooling, dropout, linear head. BatchNorm throughout: it learns fastest
-        from random weights. The timm classifier interface (get_classifier / reset_classifier / forward_features /
-        forward_head) lets the kit's head and checkpoint code treat it like a timm model."""
+        from random weights."""
 
         def __init__(self, num_classes: int = 5, in_chans: int = 3, drop_rate: float = 0.0, **_ignored):
             super().__init__()
@@ -70,27 +96,12 @@ def _tracenet_cls():
             self.stages = nn.Sequential(*[
                 nn.Sequential(_conv_bn(w[i], w[i + 1], 2), *([_conv_bn(w[i + 1], w[i + 1], 1)] if i != 2 else []))
                 for i in range(4)])
-            self.num_classes, self.num_features, self.drop_rate = num_classes, w[-1], drop_rate
+            self.num_features, self.drop_rate = w[-1], drop_rate
             self.head_drop = nn.Dropout(drop_rate)
-            self.fc = nn.Linear(w[-1], num_classes) if num_classes else nn.Identity()
-
-        def get_classifier(self):
-            return self.fc
-
-        def reset_classifier(self, num_classes: int, global_pool: str | None = None):
-            import torch.nn as nn
-            self.num_classes = num_classes
-            self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+            self.reset_classifier(num_classes)
 
         def forward_features(self, x):
             return self.stages(self.stem(x))
-
-        def forward_head(self, x, pre_logits: bool = False):
-            x = self.head_drop(x.mean((2, 3)))
-            return x if pre_logits else self.fc(x)
-
-        def forward(self, x):
-            return self.forward_head(self.forward_features(x))
 
     return TraceNet
 
@@ -131,10 +142,9 @@ def _sig1d_cls():
     import torch
     import torch.nn as nn
 
-    class Sig1DNet(nn.Module):
-        """The convolution blocks of SIG1D_BLOCKS, global average pooling, dropout, linear head; NaN inputs read as 0.
-        The timm classifier interface (get_classifier / reset_classifier / forward_features / forward_head) lets the
-        kit's head and checkpoint code treat it like a timm model."""
+    class Sig1DNet(_pooled_head_cls()):
+        """The convolution blocks of SIG1D_BLOCKS, global average pooling, dropout, linear head; NaN inputs read as
+        0."""
 
         def __init__(self, num_classes: int = 5, drop_rate: float = 0.0):
             super().__init__()
@@ -144,22 +154,8 @@ def _sig1d_cls():
             self.head_drop = nn.Dropout(drop_rate)
             self.reset_classifier(num_classes)
 
-        def get_classifier(self):
-            return self.fc
-
-        def reset_classifier(self, num_classes: int, global_pool: str | None = None):
-            self.num_classes = num_classes
-            self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
         def forward_features(self, x):
             return self.features(torch.nan_to_num(x, nan=0.0))
-
-        def forward_head(self, x, pre_logits: bool = False):
-            x = self.head_drop(x.mean(2))
-            return x if pre_logits else self.fc(x)
-
-        def forward(self, x):
-            return self.forward_head(self.forward_features(x))
 
     return Sig1DNet
 
