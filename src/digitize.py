@@ -209,9 +209,12 @@ def _row_extent(mask: np.ndarray, base: float, ppm: float) -> tuple[int, int, fl
     return a, b, (ends[i] - starts[i] + 1) / (b - a + 1)
 
 
-def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[float, float, float] | None:
-    """(gain mm/mV, speed mm/s, height px) from a 1 mV calibration pulse starting at column xa, or None if there is
-    none: the pulse's flat top sits gain mm above the baseline for 0.2 s."""
+def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[float, float, float, float] | None:
+    """(gain mm/mV, speed mm/s, height px, trace start x) from a 1 mV calibration pulse starting at column xa, or None
+    if there is none: the pulse's flat top sits gain mm above the baseline for 0.2 s. The trace starts 1.5 mm after
+    the pulse's fall (the renderer's pulse: 1 mm foot, rise, 0.2 s top, fall, 1 mm foot, 0.5 mm gap), placed from the
+    centres of the rise and the fall, which the pen's width does not bias (the ink's first column it does, and at
+    100 Hz a quarter of a sample's misplacement costs several dB on a sharp QRS)."""
     h, w = mask.shape
     y0, y1 = max(0, int(base - 25 * ppm)), max(0, int(base - 2 * ppm))
     x1 = min(w, int(xa + 14 * ppm))
@@ -255,7 +258,16 @@ def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[flo
     speed = min(SPEEDS, key=lambda s: abs(math.log(0.2 * s / max(top_mm, 0.1))))
     if abs(math.log(gain / height)) > 0.25 or abs(math.log(0.2 * speed / max(top_mm, 0.1))) > 0.35:
         return None
-    return gain, speed, base - level
+    # the middle third of the rise and of the fall: their ink's mean column is where they stand
+    mid = mask[int(round(level + (base - level) / 3)): int(round(base - (base - level) / 3)) + 1]
+    edges = []
+    for c in (xa + j0, xa + i1):
+        c0, c1 = max(0, int(c - ppm)), min(w, int(c + ppm) + 1)
+        wgt = mid[:, c0:c1].sum(0).astype(np.float64)
+        if wgt.sum() == 0:
+            return None
+        edges.append(c0 + float((wgt * np.arange(c1 - c0)).sum() / wgt.sum()))
+    return gain, speed, base - level, (edges[0] + edges[1]) / 2 + (1.5 + 0.1 * speed) * ppm
 
 
 def trace_rows(ink: np.ndarray, mask: np.ndarray, bases, up: float, down: float, x0: int, x1: int,
@@ -381,19 +393,33 @@ def row_panels(layout: str, n_rows: int) -> list[list[str]]:
 # ----------------------------------------------------------------------------------------------------------------
 def row_signal(y: np.ndarray, xcol: np.ndarray, x_t: np.ndarray, base_guess: float, px_per_mv: float,
                ppm: float) -> np.ndarray:
-    """A row's trace y (page px per column xcol) as mV at the output sample positions x_t: 0 mV on the row's most
-    common y (its isoelectric line), NaN off the trace's ends and across gaps longer than 2 mm."""
+    """A row's trace y (page px per column xcol) as mV at the output sample positions x_t (evenly spaced): 0 mV on
+    the row's most common y (its isoelectric line), NaN off the trace's ends and across gaps longer than 2 mm.
+
+    The trace is read at every column or finer and brought to the output rate through an anti-aliasing filter, as a
+    record at that rate is made from a faster one: a sample is not the ink at one point (a QRS narrower than a
+    sample would otherwise land on it or between samples by chance).
+    """
+    from scipy.signal import resample_poly
     ok = np.isfinite(y)
     out = np.full(len(x_t), np.nan)
-    if ok.sum() < 2:
+    if ok.sum() < 2 or len(x_t) < 2:
         return out
     base = _mode(y, ppm)
     base = base if np.isfinite(base) else base_guess
     xv, yv = xcol[ok], y[ok]
-    k = np.clip(np.searchsorted(xv, x_t), 1, len(xv) - 1)
-    gap = np.minimum(np.abs(xv[k] - x_t), np.abs(xv[k - 1] - x_t))
-    inside = (x_t >= xcol[0]) & (x_t <= xcol[-1]) & (gap <= 2 * ppm)
-    out[inside] = (base - np.interp(x_t[inside], xv, yv)) / px_per_mv
+    step = x_t[1] - x_t[0]
+    k = max(1, int(np.ceil(step)))  # fine samples per output sample: at least one per column
+    x_f = x_t[0] + np.arange(len(x_t) * k) * step / k
+    j = np.clip(np.searchsorted(xv, x_f), 1, len(xv) - 1)
+    gap = np.minimum(np.abs(xv[j] - x_f), np.abs(xv[j - 1] - x_f))
+    inside = (x_f >= xcol[0]) & (x_f <= xcol[-1]) & (gap <= 2 * ppm)
+    if not inside.any():
+        return out
+    fine = (base - np.interp(x_f, xv, yv)) / px_per_mv  # flat beyond the ends, so the filter sees no step there
+    coarse = resample_poly(fine, 1, k) if k > 1 else fine
+    keep = inside[::k]
+    out[keep] = coarse[:len(out)][keep]
     return out
 
 
@@ -514,7 +540,7 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
             how = "the trace's length" if abs(math.log(span / ppm)) < 0.06 else "the calibration pulse"
             ppm = span if abs(math.log(span / ppm)) < 0.06 else ppm
             problems.append(f"scale {ppm:.2f} px/mm from {how} ({gain:g} mm/mV, {speed:g} mm/s)")
-        xs = xa + (0.2 * speed + 2.5) * ppm  # the renderer's pulse: 1.5 mm in, 1 + 0.2 s x speed + 1 mm wide, 0.5 mm gap
+        xs = float(np.median([c[3] for c in cals]))
     else:
         gain, speed = 10.0, 25.0
         problems.append("no calibration pulse: assumed 10 mm/mV, 25 mm/s")
