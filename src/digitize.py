@@ -556,15 +556,17 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
     rows = [row_signal(y, np.arange(x0, xe + 1, dtype=np.float64), x_t, b, gain * ppm, ppm) for y, b in zip(ys, bases)]
     span_s = span_px / (speed * ppm)
     if layout == "auto" and len(bases) == 6:  # 6x2, or 3x4 with three rhythm strips?
-        quarter = boundary_marks(mask, bases[:3], [xs + k * span_px / 8 for k in (2, 6)], ppm)
-        control = boundary_marks(mask, bases[:3], [xs + k * span_px / 8 for k in (1, 3, 5, 7)], ppm)
-        if quarter - control >= 0.5:  # the top rows show panel boundaries (labels, ticks) at 1/4 and 3/4
+        top = bases[:3]
+        quarter = boundary_marks(mask, top, [xs + k * span_px / 8 for k in (2, 6)], ppm)
+        half = boundary_marks(mask, top, [xs + span_px / 2], ppm)
+        control = boundary_marks(mask, top, [xs + k * span_px / 8 for k in (1, 3, 5, 7)], ppm)
+        if quarter - control >= 0.5 and quarter >= 0.7 * half:  # panel marks (names, ticks) at 1/4, 1/2 and 3/4
             used = "3x4"
-        elif boundary_marks(mask, bases, [xs + span_px / 2], ppm) - control >= 0.5:  # ... at 1/2 only
+        elif half - control >= 0.5:  # ... at 1/2 only
             used = "6x2"
-        else:  # no marks: do rows 4-6 repeat the panels of rows 1-3?
+        else:  # no marks: 6x2 (the likelier page) unless rows 4-6 clearly repeat the panels of rows 1-3
             fit = [rhythm_match(rows, r, fs, span_s)[1] for r in range(3, 6)]
-            used = "3x4" if min(fit) >= RHYTHM_MIN_DB else "6x2"
+            used = "3x4" if min(fit) >= RHYTHM_MIN_DB + 3 else "6x2"
         panels = row_panels(used, len(bases))
     if used == "3x4" and len(bases) > 3:
         named = []
