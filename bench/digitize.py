@@ -2,6 +2,7 @@
 
     python -m bench.digitize                           # dated report reports/digitize_<date>.md/.json
     python -m bench.digitize --n=2 --n_real=2 --out=/tmp/dig    # a quick look
+    python -m src.digitize --fit && python -m bench.digitize --method=learned    # the learned path, ..._learned.md
 
 Every page is drawn by the kit (compose.make_image) from a known signal, so the truth is exact: for each lead the
 samples the page shows (its panel's span, or the whole page for a rhythm strip or a 1-column row), taken at the
@@ -67,7 +68,8 @@ class BenchDigitizeConfig:
     layouts: tuple[str, ...] = ("3x4", "6x2", "12x1", "2x1")  # layouts of the synthetic cells
     scan_hw: tuple[int, ...] = (1700, 2200)  # scan height, width (the kit's full-size scans: 200 dpi letter)
     photo_hw: tuple[int, ...] = (1088, 1920)  # photo height, width
-    method: str = "classical"  # digitiser method
+    method: str = "classical"  # digitiser method: classical | learned
+    net: str = ""  # trace network checkpoint for --method=learned (default outputs/digitize/trace_net.pt)
     fs: float = 100.0  # digitiser output rate (the truth is taken at it)
     seed: int = 0  # page and signal seeds
     real: str = ""  # folder of real WFDB records (default ../shared/real/records beside the repo)
@@ -77,7 +79,7 @@ class BenchDigitizeConfig:
 def _one(sig, fs, rng, style, hw, params, cfg) -> dict:
     img, meta = compose.make_image(sig, fs, rng, style, hw, params=params)
     t0 = time.perf_counter()
-    d = digitize_image(img, fs=cfg.fs, method=cfg.method)
+    d = digitize_image(img, fs=cfg.fs, method=cfg.method, net=cfg.net)
     sec = time.perf_counter() - t0
     shown = sorted({LEADS.index(lead["name"]) for lead in meta["leads"]})
     return {"snr": page_snr(sig, fs, meta, d), "seconds": sec, "layout": meta["params"]["layout"],
@@ -147,7 +149,7 @@ def main(argv=None) -> dict:
     res = run(cfg)
     command = "python -m bench.digitize " + " ".join(sys.argv[1:] if argv is None else argv)
     out = Path(cfg.out) if cfg.out else REPO / "reports"
-    stem = f"digitize_{datetime.date.today().isoformat()}"
+    stem = f"digitize_{datetime.date.today().isoformat()}" + ("" if cfg.method == "classical" else f"_{cfg.method}")
     text = report(res, command.strip())
     write_text(out / f"{stem}.md", text)
     write_json(out / f"{stem}.json", {**res, "command": command.strip()})

@@ -27,6 +27,7 @@ order, and 2x1/1x1 strips II, V1 (the renderer's defaults), which `problems` say
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import shutil
@@ -45,6 +46,7 @@ RHYTHM_GUESS = ("II", "V1", "V5")  # rhythm strips under a 3x4 page, top to bott
 STRIP_GUESS = ("II", "V1")  # leads of 2x1 / 1x1 strip pages
 RHYTHM_MIN_DB = 5.0  # a rhythm strip repeats a panel when its reading matches the panel's this well (SNR)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+METHODS = ("classical", "learned")
 
 
 @dataclasses.dataclass
@@ -209,9 +211,12 @@ def _row_extent(mask: np.ndarray, base: float, ppm: float) -> tuple[int, int, fl
     return a, b, (ends[i] - starts[i] + 1) / (b - a + 1)
 
 
-def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[float, float, float] | None:
-    """(gain mm/mV, speed mm/s, height px) from a 1 mV calibration pulse starting at column xa, or None if there is
-    none: the pulse's flat top sits gain mm above the baseline for 0.2 s."""
+def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[float, float, float, float] | None:
+    """(gain mm/mV, speed mm/s, height px, trace start x) from a 1 mV calibration pulse starting at column xa, or None
+    if there is none: the pulse's flat top sits gain mm above the baseline for 0.2 s. The trace starts 1.5 mm after
+    the pulse's fall (the renderer's pulse: 1 mm foot, rise, 0.2 s top, fall, 1 mm foot, 0.5 mm gap), placed from the
+    centres of the rise and the fall, which the pen's width does not bias (the ink's first column it does, and at
+    100 Hz a quarter of a sample's misplacement costs several dB on a sharp QRS)."""
     h, w = mask.shape
     y0, y1 = max(0, int(base - 25 * ppm)), max(0, int(base - 2 * ppm))
     x1 = min(w, int(xa + 14 * ppm))
@@ -255,7 +260,16 @@ def calibration(mask: np.ndarray, base: float, xa: int, ppm: float) -> tuple[flo
     speed = min(SPEEDS, key=lambda s: abs(math.log(0.2 * s / max(top_mm, 0.1))))
     if abs(math.log(gain / height)) > 0.25 or abs(math.log(0.2 * speed / max(top_mm, 0.1))) > 0.35:
         return None
-    return gain, speed, base - level
+    # the middle third of the rise and of the fall: their ink's mean column is where they stand
+    mid = mask[int(round(level + (base - level) / 3)): int(round(base - (base - level) / 3)) + 1]
+    edges = []
+    for c in (xa + j0, xa + i1):
+        c0, c1 = max(0, int(c - ppm)), min(w, int(c + ppm) + 1)
+        wgt = mid[:, c0:c1].sum(0).astype(np.float64)
+        if wgt.sum() == 0:
+            return None
+        edges.append(c0 + float((wgt * np.arange(c1 - c0)).sum() / wgt.sum()))
+    return gain, speed, base - level, (edges[0] + edges[1]) / 2 + (1.5 + 0.1 * speed) * ppm
 
 
 def trace_rows(ink: np.ndarray, mask: np.ndarray, bases, up: float, down: float, x0: int, x1: int,
@@ -381,19 +395,33 @@ def row_panels(layout: str, n_rows: int) -> list[list[str]]:
 # ----------------------------------------------------------------------------------------------------------------
 def row_signal(y: np.ndarray, xcol: np.ndarray, x_t: np.ndarray, base_guess: float, px_per_mv: float,
                ppm: float) -> np.ndarray:
-    """A row's trace y (page px per column xcol) as mV at the output sample positions x_t: 0 mV on the row's most
-    common y (its isoelectric line), NaN off the trace's ends and across gaps longer than 2 mm."""
+    """A row's trace y (page px per column xcol) as mV at the output sample positions x_t (evenly spaced): 0 mV on
+    the row's most common y (its isoelectric line), NaN off the trace's ends and across gaps longer than 2 mm.
+
+    The trace is read at every column or finer and brought to the output rate through an anti-aliasing filter, as a
+    record at that rate is made from a faster one: a sample is not the ink at one point (a QRS narrower than a
+    sample would otherwise land on it or between samples by chance).
+    """
+    from scipy.signal import resample_poly
     ok = np.isfinite(y)
     out = np.full(len(x_t), np.nan)
-    if ok.sum() < 2:
+    if ok.sum() < 2 or len(x_t) < 2:
         return out
     base = _mode(y, ppm)
     base = base if np.isfinite(base) else base_guess
     xv, yv = xcol[ok], y[ok]
-    k = np.clip(np.searchsorted(xv, x_t), 1, len(xv) - 1)
-    gap = np.minimum(np.abs(xv[k] - x_t), np.abs(xv[k - 1] - x_t))
-    inside = (x_t >= xcol[0]) & (x_t <= xcol[-1]) & (gap <= 2 * ppm)
-    out[inside] = (base - np.interp(x_t[inside], xv, yv)) / px_per_mv
+    step = x_t[1] - x_t[0]
+    k = max(1, int(np.ceil(step)))  # fine samples per output sample: at least one per column
+    x_f = x_t[0] + np.arange(len(x_t) * k) * step / k
+    j = np.clip(np.searchsorted(xv, x_f), 1, len(xv) - 1)
+    gap = np.minimum(np.abs(xv[j] - x_f), np.abs(xv[j - 1] - x_f))
+    inside = (x_f >= xcol[0]) & (x_f <= xcol[-1]) & (gap <= 2 * ppm)
+    if not inside.any():
+        return out
+    fine = (base - np.interp(x_f, xv, yv)) / px_per_mv  # flat beyond the ends, so the filter sees no step there
+    coarse = resample_poly(fine, 1, k) if k > 1 else fine
+    keep = inside[::k]
+    out[keep] = coarse[:len(out)][keep]
     return out
 
 
@@ -443,12 +471,14 @@ def boundary_marks(mask: np.ndarray, bases, xs, ppm: float) -> float:
 
 
 def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, seconds: float = 10.0,
-                   method: str = "classical") -> Digitised:
-    """RGB uint8 image -> Digitised (see the module docstring). `layout`: auto or one of render.LAYOUTS."""
+                   method: str = "classical", net: str = "") -> Digitised:
+    """RGB uint8 image -> Digitised (see the module docstring). `layout`: auto or one of render.LAYOUTS. `method`
+    learned follows the traces on the trace network's mask (checkpoint `net`, default default_net_path()) instead of
+    the thresholded ink map; grid, rows and calibration are found classically either way."""
     if layout != "auto" and layout not in LAYOUTS:
         raise ValueError(f"layout {layout!r}: expected auto or one of {LAYOUTS}")
-    if method != "classical":
-        raise ValueError(f"method {method!r}: expected classical")
+    if method not in METHODS:
+        raise ValueError(f"method {method!r}: expected one of {METHODS}")
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image, got {img.dtype} {img.shape}")
     n = int(round(seconds * fs))
@@ -514,7 +544,7 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
             how = "the trace's length" if abs(math.log(span / ppm)) < 0.06 else "the calibration pulse"
             ppm = span if abs(math.log(span / ppm)) < 0.06 else ppm
             problems.append(f"scale {ppm:.2f} px/mm from {how} ({gain:g} mm/mV, {speed:g} mm/s)")
-        xs = xa + (0.2 * speed + 2.5) * ppm  # the renderer's pulse: 1.5 mm in, 1 + 0.2 s x speed + 1 mm wide, 0.5 mm gap
+        xs = float(np.median([c[3] for c in cals]))
     else:
         gain, speed = 10.0, 25.0
         problems.append("no calibration pulse: assumed 10 mm/mV, 25 mm/s")
@@ -526,19 +556,23 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
     spacing = float(np.median(np.diff(bases))) if len(bases) > 1 else 0.4 * page.shape[0]
     x_t = xs + np.arange(n) / fs * speed * ppm
     x0 = max(0, int(xs))
+    if method == "learned":
+        ink, mask = learned_ink(page, net or str(default_net_path()))
     ys = trace_rows(ink, mask, bases, 0.75 * spacing, 0.6 * spacing, x0, xe, ppm)
     rows = [row_signal(y, np.arange(x0, xe + 1, dtype=np.float64), x_t, b, gain * ppm, ppm) for y, b in zip(ys, bases)]
     span_s = span_px / (speed * ppm)
     if layout == "auto" and len(bases) == 6:  # 6x2, or 3x4 with three rhythm strips?
-        quarter = boundary_marks(mask, bases[:3], [xs + k * span_px / 8 for k in (2, 6)], ppm)
-        control = boundary_marks(mask, bases[:3], [xs + k * span_px / 8 for k in (1, 3, 5, 7)], ppm)
-        if quarter - control >= 0.5:  # the top rows show panel boundaries (labels, ticks) at 1/4 and 3/4
+        top = bases[:3]
+        quarter = boundary_marks(mask, top, [xs + k * span_px / 8 for k in (2, 6)], ppm)
+        half = boundary_marks(mask, top, [xs + span_px / 2], ppm)
+        control = boundary_marks(mask, top, [xs + k * span_px / 8 for k in (1, 3, 5, 7)], ppm)
+        if quarter - control >= 0.5 and quarter >= 0.7 * half:  # panel marks (names, ticks) at 1/4, 1/2 and 3/4
             used = "3x4"
-        elif boundary_marks(mask, bases, [xs + span_px / 2], ppm) - control >= 0.5:  # ... at 1/2 only
+        elif half - control >= 0.5:  # ... at 1/2 only
             used = "6x2"
-        else:  # no marks: do rows 4-6 repeat the panels of rows 1-3?
+        else:  # no marks: 6x2 (the likelier page) unless rows 4-6 clearly repeat the panels of rows 1-3
             fit = [rhythm_match(rows, r, fs, span_s)[1] for r in range(3, 6)]
-            used = "3x4" if min(fit) >= RHYTHM_MIN_DB else "6x2"
+            used = "3x4" if min(fit) >= RHYTHM_MIN_DB + 3 else "6x2"
         panels = row_panels(used, len(bases))
     if used == "3x4" and len(bases) > 3:
         named = []
@@ -567,6 +601,100 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
     if missing:
         problems.append(f"no trace read for {', '.join(missing)}: left NaN")
     return Digitised(signal, float(fs), conf, used, problems)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The learned path: a small trace-segmentation network, trained on CPU from the renderer's free labels
+# ----------------------------------------------------------------------------------------------------------------
+def default_net_path() -> Path:
+    return paths().outputs / "digitize" / "trace_net.pt"
+
+
+def _trace_net(channels: int):
+    """Fully convolutional: the page's RGB and its classical ink map in, a trace logit per pixel out. Dilated 3x3
+    convolutions see ~1 mm around a pixel at 200 dpi with a few thousand weights."""
+    import torch.nn as nn
+    layers, c_in = [], 4
+    for d in (1, 2, 4, 8, 1):
+        layers += [nn.Conv2d(c_in, channels, 3, padding=d, dilation=d), nn.ReLU(inplace=True)]
+        c_in = channels
+    return nn.Sequential(*layers, nn.Conv2d(channels, 1, 1))
+
+
+def _net_input(page: np.ndarray):
+    import torch
+    ink = 255 - trace_map(page, column_q=25.0)
+    x = np.concatenate([page, ink[..., None]], axis=2).astype(np.float32) / 255.0
+    return torch.from_numpy(x.transpose(2, 0, 1).copy())
+
+
+def fit_trace_net(out, pages: int = 24, steps: int = 400, patch: int = 96, channels: int = 16, seed: int = 0,
+                  batch: int = 12) -> Path:
+    """Train the trace network on pages the kit draws (synthetic signals; scans and photos alternately), the target
+    being the traces rasterised from the renderer's metadata (pixels.masks_from_meta). Saves {state, channels, ...}
+    to `out` (outputs/, never committed); the predictor is rebuilt from what the checkpoint says. Minutes on a CPU."""
+    import torch
+    from . import compose, synth
+    from .pixels import masks_from_meta
+    from .utils import torch_save
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    xs, ys = [], []
+    for i in range(pages):
+        sig, smeta = synth.synthesize(synth.record_rng(seed + 1000, i))
+        style = ("scan", "photo")[i % 2]
+        img, meta = compose.make_image(sig, smeta["fs"], np.random.default_rng([seed, 7, i]), style,
+                                       (850, 1100) if style == "scan" else (1088, 1920))
+        xs.append(_net_input(img))
+        ys.append(torch.from_numpy(masks_from_meta(meta, "trace") > 0).float()[None])
+    net = _trace_net(channels)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(4.0))
+    from tqdm import tqdm
+    for _ in tqdm(range(steps), desc="fit trace net", dynamic_ncols=True):
+        xb, yb = [], []
+        for _ in range(batch):
+            k = int(rng.integers(pages))
+            _, h, w = xs[k].shape
+            on = torch.nonzero(ys[k][0])
+            if len(on) and rng.random() < 0.7:  # mostly around a trace: most of a page is blank paper
+                cy, cx = on[int(rng.integers(len(on)))].tolist()
+                y0, x0 = int(np.clip(cy - patch // 2, 0, h - patch)), int(np.clip(cx - patch // 2, 0, w - patch))
+            else:
+                y0, x0 = int(rng.integers(h - patch + 1)), int(rng.integers(w - patch + 1))
+            xb.append(xs[k][:, y0:y0 + patch, x0:x0 + patch])
+            yb.append(ys[k][:, y0:y0 + patch, x0:x0 + patch])
+        loss = loss_fn(net(torch.stack(xb)), torch.stack(yb))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    out = Path(out)
+    torch_save({"state": net.state_dict(), "channels": channels, "pages": pages, "steps": steps, "patch": patch,
+                "seed": seed, "final_loss": float(loss.detach())}, out)
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def load_trace_net(path: str):
+    """The trace network a checkpoint describes (eval mode); FileNotFoundError naming the fix when there is none."""
+    import torch
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no trace network; train one with `python -m src.digitize --fit` "
+                                f"(a few minutes on a CPU) or use --method=classical")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    net = _trace_net(int(ckpt["channels"]))
+    net.load_state_dict(ckpt["state"])
+    return net.eval()
+
+
+def learned_ink(page: np.ndarray, net_path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(trace probability x 255 float32, boolean trace mask) of a top-down page from the trace network."""
+    import torch
+    with torch.inference_mode():
+        prob = torch.sigmoid(load_trace_net(net_path)(_net_input(page)[None]))[0, 0].numpy()
+    return (255 * prob).astype(np.float32), prob > 0.5
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -624,12 +752,16 @@ def read_confidence(out_dir, id: str) -> np.ndarray:
 @dataclasses.dataclass
 class DigitizeConfig:
     """Digitise every ECG image of a folder into WFDB records (mV) with per-lead confidences."""
-    images: str  # folder of images (.png/.jpg, searched recursively), e.g. a competition split folder
+    images: str = ""  # folder of images (.png/.jpg, searched recursively), e.g. a competition split folder
     out: str = ""  # output folder for <id>.hea/.dat and digitised.csv (default: input/digitised/<images folder name>)
     layout: str = "auto"  # auto | 3x4 | 6x2 | 12x1 | 2x1 | 1x1
     fs: float = 100.0  # output samples per second
     seconds: float = 10.0  # output length, s (t = 0 at the page's left trace edge)
-    method: str = "classical"  # classical
+    method: str = "classical"  # classical | learned (the trace network's mask; train it with --fit)
+    net: str = ""  # trace network checkpoint (default outputs/digitize/trace_net.pt)
+    fit: bool = False  # train the trace network on pages the kit draws, save it to --net, and stop
+    fit_pages: int = 24  # pages drawn for --fit
+    fit_steps: int = 400  # optimiser steps for --fit
     workers: int = 0  # processes (0 = one per core, 1 = inline)
 
 
@@ -645,7 +777,8 @@ class _Job:
     def __call__(self, path: Path) -> dict:
         cfg = self.cfg
         try:
-            d = digitize_file(path, layout=cfg.layout, fs=cfg.fs, seconds=cfg.seconds, method=cfg.method)
+            d = digitize_file(path, layout=cfg.layout, fs=cfg.fs, seconds=cfg.seconds, method=cfg.method,
+                              net=cfg.net)
         except (OSError, ValueError, cv2.error) as e:  # utils.ImageReadError is an OSError
             return {"id": path.stem, "status": "error", "layout": "", "problems": str(e),
                     **{lead: 0.0 for lead in LEADS}}
@@ -658,17 +791,24 @@ def main(argv=None) -> None:
     import pandas as pd
     from .utils import parallel_map, write_csv
     cfg = parse_args(DigitizeConfig, argv)
+    if cfg.fit:
+        out = fit_trace_net(cfg.net or default_net_path(), pages=cfg.fit_pages, steps=cfg.fit_steps)
+        print(f"[digitize] trace network -> {out}")
+        return
     try:  # a path, or a dataset slug under the input roots (a Kaggle mount such as <competition>/train)
         src = find_input(cfg.images)
     except FileNotFoundError:
         src = Path(cfg.images)
-    if not src.is_dir():
+    if not cfg.images or not src.is_dir():
         raise SystemExit(f"--images={cfg.images}: not a folder; pass a folder of ECG images (.png/.jpg), e.g. "
                          f"--images=input/ecg-synth-comp/train")
     if cfg.layout != "auto" and cfg.layout not in LAYOUTS:
         raise SystemExit(f"--layout must be auto or one of {', '.join(LAYOUTS)}")
-    if cfg.method != "classical":
-        raise SystemExit("--method must be classical")
+    if cfg.method not in METHODS:
+        raise SystemExit(f"--method must be one of {', '.join(METHODS)}")
+    if cfg.method == "learned" and not Path(cfg.net or default_net_path()).exists():
+        raise SystemExit(f"{cfg.net or default_net_path()}: no trace network; train one with "
+                         f"`python -m src.digitize --fit` or use --method=classical")
     if cfg.fs <= 0 or cfg.seconds <= 0:
         raise SystemExit("--fs and --seconds must be positive")
     images = find_images(src)

@@ -85,3 +85,16 @@ def test_cli_skips_a_broken_image_and_resumes(tmp_path, record, capsys):
 def test_cli_bad_path_names_it(tmp_path):
     with pytest.raises(SystemExit, match="nowhere"):
         digitize.main([f"--images={tmp_path / 'nowhere'}", f"--out={tmp_path / 'o'}"])
+
+
+def test_learned_path_trains_saves_and_reads(tmp_path, record):
+    net = tmp_path / "net.pt"
+    digitize.main([f"--net={net}", "--fit", "--fit_pages=2", "--fit_steps=2"])
+    assert net.exists()
+    img, _ = _page(record, "6x2")
+    d = digitize.digitize_image(img, method="learned", net=str(net))
+    assert d.layout == "6x2" and d.signal.shape == (12, 1000) and d.confidence.shape == (12,)
+    with pytest.raises(FileNotFoundError, match="--fit"):
+        digitize.digitize_image(img, method="learned", net=str(tmp_path / "missing.pt"))
+    with pytest.raises(SystemExit, match="--fit"):
+        digitize.main([f"--images={tmp_path}", "--method=learned", f"--net={tmp_path / 'missing.pt'}"])
