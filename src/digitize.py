@@ -97,8 +97,9 @@ def deskew(page: np.ndarray, max_deg: float = 5.0) -> tuple[np.ndarray, float]:
     coarse = np.arange(-max_deg, max_deg + 1e-6, 0.25)
     a0 = coarse[int(np.argmax([_row_sharpness(dark, a) for a in coarse]))]
     fine = a0 + np.arange(-0.2, 0.2 + 1e-6, 0.05)
-    ang = float(fine[int(np.argmax([_row_sharpness(dark, a) for a in fine]))])
-    if abs(ang) < 0.05:
+    sharp = [_row_sharpness(dark, a) for a in fine]
+    ang = float(fine[int(np.argmax(sharp))])
+    if abs(ang) < 0.05 or max(sharp) <= 1.01 * _row_sharpness(dark, 0.0):  # level, or nothing to level by
         return page, 0.0
     h, w = page.shape[:2]
     m = cv2.getRotationMatrix2D((w / 2, h / 2), ang, 1.0)
