@@ -26,7 +26,7 @@ import numpy as np
 
 from src import compose, render, score, synth
 from src.config import LEADS, REPO, parse_args
-from src.digitize import digitize_image
+from src.digitize import default_net_path, digitize_image
 from src.signals import find_records, read_wfdb
 from src.utils import write_json, write_text
 
@@ -125,7 +125,15 @@ def run(cfg: BenchDigitizeConfig) -> dict:
         real_rows.append(_one(sig, fs, rng, "scan", tuple(cfg.scan_hw), params, cfg))
     if real_rows:
         cells["real (sampled layouts) scan"] = _cell(real_rows)
-    return {"cells": cells, "config": dataclasses.asdict(cfg), "real_records": [str(r.relative_to(root)) for r in recs]}
+    res = {"cells": cells, "config": dataclasses.asdict(cfg), "real_records": [str(r.relative_to(root)) for r in recs]}
+    if cfg.method == "learned":
+        import torch
+        path = cfg.net or str(default_net_path())
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        shown = Path(path).resolve()
+        shown = shown.relative_to(REPO) if shown.is_relative_to(REPO) else shown
+        res["net"] = {"path": str(shown), **{k: ckpt[k] for k in ("channels", "pages", "steps", "patch", "seed", "final_loss")}}
+    return res
 
 
 def report(res: dict, command: str) -> str:
@@ -141,6 +149,11 @@ def report(res: dict, command: str) -> str:
     cfg = res["config"]
     lines += ["", f"Scans {cfg['scan_hw'][1]}×{cfg['scan_hw'][0]} px, photos {cfg['photo_hw'][1]}×{cfg['photo_hw'][0]} "
               f"px; method {cfg['method']}; output {cfg['fs']:g} Hz; seconds per page: digitising only (one process)."]
+    if "net" in res:
+        net = res["net"]
+        lines += ["", f"Trace network `{net['path']}`: {net['channels']} channels, trained by `python -m src.digitize "
+                  f"--fit --fit_pages={net['pages']} --fit_steps={net['steps']}` ({net['patch']} px patches, seed "
+                  f"{net['seed']}, final loss {net['final_loss']:.3f})."]
     return "\n".join(lines) + "\n"
 
 

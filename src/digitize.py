@@ -2,27 +2,35 @@
 
     d = digitize_image(img)            # Digitised(signal [12, n] mV at d.fs, confidence [12], layout, problems)
     write_digitised("outputs/digitised", "rec1", d); sig, fs = read_digitised("outputs/digitised", "rec1")
-    python -m src.digitize --images=input/ecg-synth-comp/train --out=outputs/digitised/train
+    python -m src.digitize --images=input/ecg-synth-comp/train --out=outputs/digitised/train [--method=learned]
+    python -m src.digitize --fit       # train the learned path's trace network (minutes on a CPU)
 
 The classical path needs no training:
 1. page: the sheet's quad (page.page_quad) is rectified to a top-down page of the paper's aspect; when no trusted quad
    is found the whole image is used (said in `problems`). A residual tilt (a rotated scan) is found as the angle that
    makes the row profile of the dark pixels sharpest, and undone.
-2. scale: px per mm from the printed grid itself (the period of the 5 mm major lines in the autocorrelation of the
-   column and row profiles); without a grid, from the page width and the paper's aspect (letter or A4).
-3. ink: page.trace_map (paper, grid and light taken out), thresholded.
+2. ink: page.trace_map (paper, grid and light taken out), thresholded, specks dropped.
+3. scale: px per mm from the printed grid itself (grid_pitch: the 5 mm period that explains the column and row
+   profiles of the non-ink dark pixels); without a grid, from the calibration pulse, else the page width.
 4. rows: baselines are where the ink covers most columns within +-0.7 mm (a trace sits on its isoelectric line most
-   of the time; text lines cover far fewer columns); the row count gives the layout (12 -> 12x1, 6 -> 6x2, 3-5 ->
-   3x4 with 0-2 rhythm strips, 2 -> 2x1, 1 -> 1x1) unless one is given.
+   of the time); short or gappy rows above and below them are text. The row count gives the layout (12 -> 12x1,
+   6 -> 6x2 or 3x4 with three rhythm strips, told apart by the panel marks at 1/4 and 3/4, 3-5 -> 3x4, 2 -> 2x1,
+   1 -> 1x1) unless one is given.
 5. time and amplitude: the 1 mV calibration pulse at a row's start gives the gain (its height) and the paper speed
-   (its 0.2 s top), snapped to 5/10/20 mm/mV and 12.5/25/50 mm/s; without one, 10 mm/mV and 25 mm/s. The trace
-   starts after the pulse, t = 0 at the page's left trace edge, and a row's panels split its span evenly.
-6. trace: per column, the ink run nearest the previous column's (continuity), its ink-weighted centre, or its outer
-   end at a local peak (a QRS tip is a run's end, not its middle); resampled at `fs`, mV = (baseline - y) / (gain px).
+   (its 0.2 s top), snapped to 5/10/20 mm/mV and 12.5/25/50 mm/s, and t = 0 (1.5 mm after its fall, placed from the
+   centres of its rise and fall: sub-pixel); without one, 10 mm/mV, 25 mm/s and t = 0 at the trace's left end (or
+   `seconds` before its right end when the page is cut on the left). A row's panels split its span evenly.
+6. trace: all rows followed together, column by column (trace_rows); read at every column and brought to `fs`
+   through an anti-aliasing filter; mV = (isoelectric y - y) / (gain px).
+Rhythm strips under a 3x4 page are named by the panel they repeat (lead names are not read; II, V1, V5 when none
+matches); 2x1/1x1 strips are taken to be II, V1 (the renderer's defaults), which `problems` says.
+
+The learned path (method="learned") follows the traces on the mask of a small trace-segmentation network instead of
+the thresholded ink map; the network is trained on CPU from the renderer's free labels (fit_trace_net), everything
+else is the classical path. bench/digitize.py compares the two (reports/digitize_<date>*.md).
 
 Leads whose panel shows no trace (blank, cut off, unreadable) are NaN with confidence 0 and named in `problems`; no
-value is ever invented. Lead names are not read: rhythm strips under a 3x4 page are taken to be II, V1, V5 in that
-order, and 2x1/1x1 strips II, V1 (the renderer's defaults), which `problems` says.
+value is ever invented. Confidence = the share of the lead's span where a trace was read (x 0.7 without a grid).
 """
 from __future__ import annotations
 
@@ -97,8 +105,9 @@ def deskew(page: np.ndarray, max_deg: float = 5.0) -> tuple[np.ndarray, float]:
     coarse = np.arange(-max_deg, max_deg + 1e-6, 0.25)
     a0 = coarse[int(np.argmax([_row_sharpness(dark, a) for a in coarse]))]
     fine = a0 + np.arange(-0.2, 0.2 + 1e-6, 0.05)
-    ang = float(fine[int(np.argmax([_row_sharpness(dark, a) for a in fine]))])
-    if abs(ang) < 0.05:
+    sharp = [_row_sharpness(dark, a) for a in fine]
+    ang = float(fine[int(np.argmax(sharp))])
+    if abs(ang) < 0.05 or max(sharp) <= 1.01 * _row_sharpness(dark, 0.0):  # level, or nothing to level by
         return page, 0.0
     h, w = page.shape[:2]
     m = cv2.getRotationMatrix2D((w / 2, h / 2), ang, 1.0)
@@ -630,9 +639,10 @@ def _net_input(page: np.ndarray):
 
 def fit_trace_net(out, pages: int = 24, steps: int = 400, patch: int = 96, channels: int = 16, seed: int = 0,
                   batch: int = 12) -> Path:
-    """Train the trace network on pages the kit draws (synthetic signals; scans and photos alternately), the target
-    being the traces rasterised from the renderer's metadata (pixels.masks_from_meta). Saves {state, channels, ...}
-    to `out` (outputs/, never committed); the predictor is rebuilt from what the checkpoint says. Minutes on a CPU."""
+    """Train the trace network on pages the kit draws (synthetic signals; 100 dpi scans and photos in turn), the
+    target being the traces rasterised from the renderer's metadata (pixels.masks_from_meta). Saves
+    {state, channels, ...} to `out` (outputs/, never committed); the predictor is rebuilt from what the checkpoint
+    says. Minutes on a CPU."""
     import torch
     from . import compose, synth
     from .pixels import masks_from_meta
@@ -640,7 +650,7 @@ def fit_trace_net(out, pages: int = 24, steps: int = 400, patch: int = 96, chann
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     xs, ys = [], []
-    for i in range(pages):
+    for i in range(pages):  # 100 dpi scans and photos in turn (adding 200 dpi scans made the network worse)
         sig, smeta = synth.synthesize(synth.record_rng(seed + 1000, i))
         style = ("scan", "photo")[i % 2]
         img, meta = compose.make_image(sig, smeta["fs"], np.random.default_rng([seed, 7, i]), style,

@@ -138,14 +138,15 @@ def macro_f1(y_true, y_score, thresholds: float | Sequence[float] = 0.5,
 
 
 def snr_db(true, pred, fs: float, max_shift_s: float = 0.2) -> np.ndarray:
-    """Digitisation SNR per lead (dB): signal power over error power, as the PhysioNet/CinC 2024 digitisation score.
+    """Digitisation SNR per lead (dB): signal power over error power, the PhysioNet/CinC 2024 digitisation score.
 
-    true, pred: [L, n] (or [n]) mV at the same `fs`; pred is cut or zero-padded to true's length. As the challenge's
-    evaluation does, samples where the truth is not finite (not shown on the page) are left out, and NaN in the
-    prediction (a lead or span not read) counts as 0 mV, so a missing lead scores about 0 dB. The error
-    may first be aligned as the challenge allows: a time shift of the prediction by up to `max_shift_s` (whole samples,
-    the shift that minimises the error) and a constant offset (the error's mean is removed). A lead whose truth is
-    empty or all zero has no SNR (NaN); an exact match is +inf. Average leads and records with np.nanmean.
+    true, pred: [L, n] (or [n]) mV at the same `fs`; pred is cut or zero-padded to true's length. As the 2024
+    evaluation code does (physionetchallenges/evaluation-2024, helper_code.compute_snr), samples where the truth is not
+    finite (not shown on the page) are left out, and NaN in the prediction (a lead or span not read) counts as 0 mV,
+    so a missing lead scores about 0 dB. Before the ratio the error is aligned as the challenge's 2025 Kaggle rerun
+    allows: the prediction shifted by up to `max_shift_s` (whole samples, the shift that minimises the error) and a
+    constant offset removed (the error's mean); the 2024 code itself aligns nothing. A lead whose truth is empty or
+    all zero has no SNR (NaN); an exact match is +inf. Average leads and records with np.nanmean.
     """
     t = np.atleast_2d(np.asarray(true, np.float64))
     p = np.atleast_2d(np.asarray(pred, np.float64))
