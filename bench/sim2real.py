@@ -256,7 +256,7 @@ SUMMARY = ("hr", "rr_cv", "pr_ms", "qrs_ms", "qt_ms", "axis_deg", "R_II", "R_V5"
 
 def measure(sig: np.ndarray, fs: int = FS) -> dict:
     """HR, RR CV, RR irregularity (median |successive RR difference| / mean RR: high in AF's irregularly irregular
-    rhythm, low with a few ectopic beats), PR/QRS/QT (neurokit2 DWT on lead II), frontal axis, R and S voltage, ST
+    rhythm, low in sinus rhythm with at most an occasional ectopic beat), PR/QRS/QT (neurokit2 DWT on lead II), frontal axis, R and S voltage, ST
     level (R peak + 120 ms, about J + 60 ms for a narrow QRS) and T amplitude (the largest deviation R + 150 ms ..
     R + min(450 ms, 0.7 RR), signed) per lead against the PR baseline (R - 80..-60 ms), and noise: baseline-wander RMS
     (< 0.7 Hz), high-frequency RMS (> 40 Hz, outside +-100 ms of each R peak) and 50/60 Hz mains RMS, all on lead II,

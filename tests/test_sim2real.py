@@ -35,8 +35,9 @@ def test_measure_reads_rate_regularity_and_axis():
     f = S2R.measure(sig)
     assert abs(f["hr"] - meta["hr"]) < 3 and f["rr_cv"] < 0.08
     assert abs(f["axis_deg"] - meta["axis_deg"]) < 30
+    assert f["rr_irr"] < 0.03 and f["T_II"] > 0.05 and f["T_aVR"] < -0.05  # regular; upright T in II, inverted in aVR
     af, _ = synth.synthesize(np.random.default_rng(3), labels=["AFIB"], noise=0.0, extras=())
-    assert S2R.measure(af)["rr_cv"] > 0.1
+    assert S2R.measure(af)["rr_cv"] > 0.1 and S2R.measure(af)["rr_irr"] > 0.05
 
 
 def test_noise_bank_keeps_regular_records_and_removes_the_beats(tmp_path):
