@@ -79,10 +79,12 @@ def apply_view(x: np.ndarray, view: str, fs: int = 500) -> np.ndarray:
 
 
 def fit(net, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, seed: int, batch: int = 64,
-        min_epoch: int = 2000, aux: np.ndarray | None = None, aux_weight: float = 0.3, desc: str = "fit"):
+        min_epoch: int = 2000, aux: np.ndarray | None = None, aux_weight: float = 0.3, desc: str = "fit",
+        augment=None):
     """Train `net` in place on [N, 12, n] signals and [N, C] 0/1 labels: AdamW one-cycle, the image stages' weighted BCE,
     gain jitter. An epoch is at least `min_epoch` records (small sets repeat). With `aux` ([N, A], standardised), the
-    net has C + A outputs and the extra ones regress aux (MSE, weighted `aux_weight`)."""
+    net has C + A outputs and the extra ones regress aux (MSE, weighted `aux_weight`). `augment(batch, generator)`, if
+    given, randomises each batch further (after the gain jitter)."""
     import torch
     from tqdm import tqdm
     steps_per_epoch = max(len(x), min_epoch) // batch
@@ -98,7 +100,8 @@ def fit(net, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, seed: int, ba
     for _ in tqdm(range(epochs), desc=f"{desc} n={len(x)}", leave=False):
         for _ in range(steps_per_epoch):
             idx = torch.randint(0, len(xt), (batch,), generator=g)
-            out = net(xt[idx] * (1 + 0.1 * torch.randn(batch, 1, 1, generator=g)))  # gain: amplitudes vary by device
+            xb = xt[idx] * (1 + 0.1 * torch.randn(batch, 1, 1, generator=g))  # gain: amplitudes vary by device
+            out = net(xb if augment is None else augment(xb, g))
             loss = lossf(out[:, :c], yt[idx])
             if at is not None:
                 loss = loss + aux_weight * torch.nn.functional.mse_loss(out[:, c:], at[idx])

@@ -35,8 +35,9 @@ def test_measure_reads_rate_regularity_and_axis():
     f = S2R.measure(sig)
     assert abs(f["hr"] - meta["hr"]) < 3 and f["rr_cv"] < 0.08
     assert abs(f["axis_deg"] - meta["axis_deg"]) < 30
+    assert f["rr_irr"] < 0.03 and f["T_II"] > 0.05 and f["T_aVR"] < -0.05  # regular; upright T in II, inverted in aVR
     af, _ = synth.synthesize(np.random.default_rng(3), labels=["AFIB"], noise=0.0, extras=())
-    assert S2R.measure(af)["rr_cv"] > 0.1
+    assert S2R.measure(af)["rr_cv"] > 0.1 and S2R.measure(af)["rr_irr"] > 0.05
 
 
 def test_noise_bank_keeps_regular_records_and_removes_the_beats(tmp_path):
@@ -49,6 +50,29 @@ def test_noise_bank_keeps_regular_records_and_removes_the_beats(tmp_path):
     assert np.sqrt((bank[0] ** 2).mean()) < 0.2 * np.sqrt((clean ** 2).mean())  # the beats are gone
     with pytest.raises(SystemExit, match="no 500 Hz"):
         S2R.noise_bank(str(tmp_path / "none"))
+
+
+def test_knowledge_classifier_learns_a_rule_and_keeps_constant_labels():
+    rng = np.random.default_rng(0)
+    feats = [{"rr_cv": float(v), "hr": float(h), "bw_uv": float(b)} for v, h, b in rng.random((300, 3))]
+    y = np.zeros((300, 2), np.float32)
+    y[:, 0] = [d["rr_cv"] > 0.5 for d in feats]  # label 0 follows rr_cv; label 1 is never positive
+    keys, models = S2R.knowledge_fit(feats, y, 0)
+    assert "bw_uv" not in keys and isinstance(models[1], float)
+    test = [{"rr_cv": v, "hr": 0.5, "bw_uv": 0.0} for v in (0.1, 0.3, 0.7, 0.9)]
+    p = S2R.knowledge_predict((keys, models), test)
+    assert p.shape == (4, 2) and p[:2, 0].max() < 0.2 < 0.8 < p[2:, 0].min() and (p[:, 1] == 0).all()
+
+
+def test_randomise_batch_keeps_shape_and_varies_gain():
+    import torch
+    g = torch.Generator().manual_seed(0)
+    x = torch.ones(64, 12, 100)
+    out = S2R.randomise_batch(x, g)
+    assert out.shape == x.shape and out.mean().item() == pytest.approx(1.0, abs=0.15)
+    lead_means = out.mean(2)
+    assert (lead_means == 0).float().mean().item() == pytest.approx(0.05, abs=0.03)  # a flat lead now and then
+    assert lead_means[lead_means > 0].std().item() > 0.1  # gains differ between samples and leads
 
 
 def test_verdicts_follow_the_numbers():
@@ -71,9 +95,11 @@ def test_toy_run_writes_report(tmp_path):
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     out = tmp_path / "rep"
     res = S2R.main([f"--real={root}", "--n_train=64", "--epochs=1", "--n_stats=12", "--folds=2", "--ft_seeds=1",
-                    "--ft_epochs=1", "--boot=20", "--workers=1", "--threads=1", f"--out={out}"])
+                    "--ft_epochs=1", "--boot=20", "--workers=1", "--threads=1", "--seeds=1", "--knowledge=0.5", "--n_know=16",
+                    "--augment=true", f"--out={out}"])
     md = next(out.glob("sim2real_*.md")).read_text()
     assert "## 1. Signal route, zero-shot" in md and "discriminator" in md and "Verdict" in md
+    assert "| knowledge | half B |" in md and "randomise_batch" in md
     assert len(list(out.glob("sim2real_*.png"))) == 2
     js = json.loads(next(out.glob("sim2real_*.json")).read_text())
     assert js["n_real"] == 12 and set(js["zero_shot"]["by_subset"]) == {"all", "half A", "half B"}

@@ -237,13 +237,44 @@ def test_af_irregular_without_p_waves():
         assert p_wave_found(sig)
 
 
-def test_lvh_voltage():
-    for seed in range(5):
-        r, s = voltages(make(["LVH"], seed=seed)[0])
+def p_wave(sig, lead, kind):
+    """Median over beats of the P wave's trough ('min') or peak ('max') in `lead`, 300..0 ms before QRS onset, against
+    the T-P baseline just before that window."""
+    on, _, _ = beats(sig)
+    vals = []
+    for a in on:
+        x = sig[L[lead], a - int(0.3 * FS):a] - sig[L[lead], a - int(0.32 * FS):a - int(0.3 * FS)].mean()
+        vals.append(x.min() if kind == "min" else x.max())
+    return float(np.median(vals))
+
+
+def test_lvh_by_voltage_or_romhilt_estes():
+    """LVH: Sokolow-Lyon >= 3.5 mV or Cornell >= 2.8 mV, or, for the Romhilt-Estes form, left-atrial abnormality (a
+    terminal negative P in V1 >= 0.1 mV) and QRS >= 90 ms; an unlabelled record meets neither voltage criterion."""
+    kinds = set()
+    for seed in range(6):
+        sig, meta = make(["LVH"], seed=seed)
+        r, s = voltages(sig)
         sokolow, cornell = s[L["V1"]] + max(r[L["V5"]], r[L["V6"]]), r[L["aVL"]] + s[L["V3"]]
-        assert sokolow >= 3.5 or cornell >= 2.8, (seed, sokolow, cornell)
+        kinds.add(meta["lvh_criterion"])
+        if meta["lvh_criterion"] == "voltage":
+            assert sokolow >= 3.5 or cornell >= 2.8, (seed, sokolow, cornell)
+        else:
+            assert p_wave(sig, "V1", "min") <= -0.1 and qrs_ms(sig) >= 90, (seed, p_wave(sig, "V1", "min"))
         r, s = voltages(make(["NORM"], seed=seed)[0])
         assert s[L["V1"]] + max(r[L["V5"]], r[L["V6"]]) < 3.5 and r[L["aVL"]] + s[L["V3"]] < 2.8
+    assert kinds == {"voltage", "romhilt_estes"}
+
+
+def test_atrial_abnormality_p_waves():
+    """Left: terminal negative P in V1 deeper than the same patients' normal P (median over records <= -0.12 mV);
+    right (P pulmonale): P >= 0.25 mV in II (median over records)."""
+    lae = [p_wave(make(["LAE"], seed=seed)[0], "V1", "min") for seed in range(5)]
+    norm = [p_wave(make(["NORM"], seed=seed)[0], "V1", "min") for seed in range(5)]
+    assert np.median(lae) <= -0.12 and np.median(lae) < np.median(norm) - 0.04, (lae, norm)
+    rae = [p_wave(make(["RAE"], seed=seed)[0], "II", "max") for seed in range(5)]
+    assert np.median(rae) >= 0.25 and np.median([p_wave(make(["NORM"], seed=s)[0], "II", "max")
+                                                  for s in range(5)]) < 0.2, rae
 
 
 def test_rvh_and_lafb():
@@ -313,6 +344,22 @@ def test_pac_and_sinus_arrhythmia_make_rr_irregular_but_not_af():
         sig = make(["NORM"], seed=seed, extras=("SARRH",))[0]
         rr = np.diff(rpeaks(sig))
         assert rr.std() / rr.mean() > 0.04 and p_wave_found(sig), (seed, rr)
+
+
+def test_ventricular_runs_and_bigeminy():
+    """A couplet or a run of non-sustained VT: ventricular beats <= 0.5 s apart (>= 120/min) amid sinus RR > 0.8 s;
+    bigeminy or trigeminy: short coupled beats among >= 2 long RR intervals."""
+    forms = {}
+    for seed in range(40):
+        sig, meta = make(["NORM"], seed=seed, hr=65, extras=("PVC",))
+        if meta["pvc_form"] not in forms:
+            forms[meta["pvc_form"]] = sig
+        if len(forms) == 3:
+            break
+    rr = np.diff(rpeaks(forms["run"])) / FS
+    assert (rr <= 0.5).sum() >= 1 and rr.max() > 0.8, rr.round(2)  # fast ventricular beats, sinus at 65/min around
+    rr = np.diff(rpeaks(forms["bigeminy"])) / FS
+    assert rr.min() < 0.75 * np.median(rr) and (rr > 0.85).sum() >= 2, rr.round(2)
 
 
 def test_old_mi_pathological_q():
