@@ -6,8 +6,8 @@
 
 Every page is drawn by the kit (compose.make_image) from a known signal, so the truth is exact: for each lead the
 samples the page shows (its panel's span, or the whole page for a rhythm strip or a 1-column row), taken at the
-digitiser's output rate (anti-aliased, see drawn_truth); everything else is NaN and left out of the score. SNR is score.snr_db (PhysioNet/CinC 2024:
-NaN read as 0 mV, +-0.2 s shift and offset allowed), averaged over the leads each page shows, then over pages.
+digitiser's output rate (anti-aliased, see drawn_truth); everything else is NaN and left out of the score. SNR is
+score.snr_db, averaged over the leads each page shows, then over pages.
 Synthetic signals come from src.synth; real ones are the first 10 s of the records in ../shared/real (500 Hz), drawn
 as scans with sampled page parameters (sampled layouts, so the mix of the renderer). Page parameters are sampled per
 image (paper, grid colour, ink, dpi-independent artefacts, speed 12.5/25/50 mm/s, gain 5/10/20 mm/mV) with the
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import sys
 import time
 from pathlib import Path
@@ -138,8 +137,9 @@ def run(cfg: BenchDigitizeConfig) -> dict:
 
 def report(res: dict, command: str) -> str:
     lines = ["# Digitisation benchmark", "", f"Command: `{command}`", "",
-             "SNR: score.snr_db per lead (PhysioNet/CinC 2024: signal power over error power on the samples the page "
-             "shows, NaN read as 0 mV, +-0.2 s shift and offset allowed), mean over leads, then over pages. "
+             "SNR: score.snr_db per lead (the PhysioNet/CinC 2024 SNR: signal power over error power on the samples "
+             "the page shows, NaN read as 0 mV; aligned as the 2025 rerun allows: +-0.2 s shift, offset), mean over "
+             "leads, then over pages. Truth: the drawn signal at the output rate (anti-aliased). "
              "`25/10` is the mean over the pages drawn at 25 mm/s and 10 mm/mV only.", "",
              "| layout × style | pages | SNR mean (dB) | median | SNR at 25/10 | layout found | shown leads read | s/page |",
              "|---|---|---|---|---|---|---|---|"]
