@@ -1,6 +1,7 @@
-"""Whole-kit smoke tests: `DEBUG=1 ROUTE=both ./run_all.sh` end to end (the image and the signal route, one vote),
-and the three Kaggle kernels over both routes with Kaggle's paths simulated (ECGKA_KAGGLE_ROOT) on tiny data. Both run in a throwaway copy of the tracked files, so a developer's
-input/ and outputs/ are never touched; the copy shares this checkout's .venv."""
+"""Whole-kit smoke tests: `DEBUG=1 ./run_all.sh` end to end (both routes, the image and the signal one, in one vote),
+and the three Kaggle kernels over both routes with Kaggle's paths simulated (ECGKA_KAGGLE_ROOT) on tiny data. Both run
+in a throwaway copy of the tracked files, so a developer's input/ and outputs/ are never touched; the copy shares this
+checkout's .venv."""
 import json
 import os
 import shutil
@@ -48,8 +49,7 @@ def test_run_all_debug_end_to_end(tmp_path):
     if Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
         pytest.skip("run_all.sh needs the kit's own .venv")
     repo = _copy_of_repo(tmp_path / "kit")
-    r = subprocess.run(["./run_all.sh"], cwd=repo, env=_env(DEBUG="1", ROUTE="both"), capture_output=True, text=True,
-                       timeout=1500)
+    r = subprocess.run(["./run_all.sh"], cwd=repo, env=_env(DEBUG="1"), capture_output=True, text=True, timeout=1500)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     sub = repo / "submissions" / "debug-both-submission.csv"
     sample = pd.read_csv(repo / "input/ecg-synth-tiny-comp/sample_submission.csv", dtype={"id": str})
@@ -59,8 +59,7 @@ def test_run_all_debug_end_to_end(tmp_path):
     info = json.loads((repo / "submissions" / "debug-both-submission_info.json").read_text())
     assert info["routes"] == ["image"] * 5 + ["signal"] * 5  # one vote over the ten fold models
     # every step skips finished work: a second run retrains nothing and rewrites the same submission
-    r2 = subprocess.run(["./run_all.sh"], cwd=repo, env=_env(DEBUG="1", ROUTE="both"), capture_output=True, text=True,
-                        timeout=900)
+    r2 = subprocess.run(["./run_all.sh"], cwd=repo, env=_env(DEBUG="1"), capture_output=True, text=True, timeout=900)
     assert r2.returncode == 0, r2.stdout[-4000:] + r2.stderr[-4000:]
     assert pd.read_csv(sub, dtype={"id": str}).equals(got)
 

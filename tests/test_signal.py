@@ -191,8 +191,8 @@ def test_signal_route_stage1_stage2_infer(tmp_path, kaggle_root, monkeypatch, ca
     fast = ["--recipe=signal", "--epochs=1", "--batch_size=8", "--workers=0", "--threads=1"]
     s1 = pretrain.main([*fast, "--sources=synth:60", "--name=s1"])
     assert s1["finished"] and json.loads((Path(s1["out"]) / "data.json").read_text())["caches"] == ["synth:60"]
-    s2 = train.main([*fast, f"--cache={dig}", f"--train_csv={comp / 'train.csv'}", f"--folds_csv={tmp_path / 'folds.csv'}",
-                     f"--init={s1['out']}/best.pt", "--name=s2"])
+    s2 = train.main([*fast, f"--cache={dig}", f"--train_csv={comp / 'train.csv'}",
+                     f"--folds_csv={tmp_path / 'folds.csv'}", f"--init={s1['out']}/best.pt", "--name=s2"])
     run = Path(s2["out"])
     assert sorted(s2["folds"]) == [0, 1, 2] and not (run / "preprocess.yaml").exists()
     ck = torch.load(run / "fold0" / "best.pt", weights_only=False)
