@@ -42,18 +42,17 @@ def test_fallback_finds_the_grid(photos):
 
 
 def _scan(seed):
-    rng = np.random.default_rng([seed, 5])
-    signal, smeta = synth.synthesize(rng)
-    return make_image(signal, smeta["fs"], rng, style="scan", hw=(680, 880))  # the demo scans' size
+    signal, smeta = synth.synthesize(np.random.default_rng([seed, 5]))
+    # the page draws from its own stream, so a synthesiser that draws more numbers per record leaves the page alone
+    return make_image(signal, smeta["fs"], np.random.default_rng([seed, 6]), style="scan", hw=(680, 880))  # demo size
 
 
 # (seed, grid colour, artefacts the seed is chosen for): a noisy, colour-shifted, creased and tilted red grid under a
 # header (the case where a white header strip used to pass for the sheet and the header text for the traces), other
 # noisy tinted grids, and grey / black ones that have no chroma to find.
-# Seeds re-chosen after the synthesiser's 2026-12-07 calibration (it draws more numbers per record, which moves the
-# page parameters each seed gets).
-SCANS = [(319, "red", {"noise", "crease", "color_temp", "rotate"}), (179, "red", {"noise", "rotate"}),
-         (677, "pink", {"noise", "salt"}), (104, "grey", {"noise", "color_temp"}), (38, "bw", {"noise", "blur"})]
+# The first seed giving each case (the page's own stream: see _scan).
+SCANS = [(28, "red", {"noise", "crease", "color_temp", "rotate"}), (10, "red", {"noise", "rotate"}),
+         (54, "pink", {"noise", "salt"}), (19, "grey", {"noise", "color_temp"}), (25, "bw", {"noise", "blur"})]
 
 
 @pytest.mark.parametrize("seed,grid,artefacts", SCANS)
