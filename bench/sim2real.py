@@ -597,16 +597,20 @@ def render_report(res: dict, files: list[str]) -> str:
           + " (counts of records where HR was measurable).", "", f"![realism]({files[1]})", ""]
     if res.get("before"):
         b = res["before"]
-        L += ["### Which gaps closed (this synthesiser vs the one before calibration)", "",
+        n_keys = len(rz["keys"])
+        L += ["### Which gaps closed (this run vs the --before run)", "",
               f"Before: {b['what']}. Zero-shot macro-AUROC (all) {b['macro_all']:.3f} → "
               f"{zs['by_subset']['all']['macro']['auroc']:.3f}; discriminator AUROC {b['disc']:.3f} → "
-              f"{rz['discriminator_auroc']:.3f}."]
+              f"{rz['discriminator_auroc']:.3f}"
+              + (f" (on {b['n_keys']} → {n_keys} measurements: not like for like)." if b.get("n_keys", n_keys) != n_keys
+                 else ".")]
         now = zs["by_subset"]["all"]["macro"]
         if "macro_ci" in b:
             overlap = b["macro_ci"][0] <= now["hi"] and now["lo"] <= b["macro_ci"][1]
             L.append(f"The zero-shot 95 % CIs, [{b['macro_ci'][0]:.2f}, {b['macro_ci'][1]:.2f}] before and "
-                     f"[{now['lo']:.2f}, {now['hi']:.2f}] now, {'overlap' if overlap else 'do not overlap'} (one "
-                     "training seed each; the variants below show how much the score moves between training recipes).")
+                     f"[{now['lo']:.2f}, {now['hi']:.2f}] now, {'overlap' if overlap else 'do not overlap'} "
+                     f"({b.get('seeds', 1)} and {cfg['seeds']} training seed(s); the variants below show how much the "
+                     "score moves between training recipes).")
         L += ["", "| measurement (all records) | KS before | KS now | |", "|---|---|---|---|"]
         for k in SUMMARY:
             k0, k1 = b["ks"].get(k, float("nan")), rz["groups"]["all"][k]["ks"]
@@ -671,8 +675,8 @@ def before_summary(path: Path) -> dict:
     return {"what": f"{path.name} ({b['date']}, `{b['argv']}`)",
             "macro_all": b["zero_shot"]["by_subset"]["all"]["macro"]["auroc"],
             "macro_ci": [b["zero_shot"]["by_subset"]["all"]["macro"][k] for k in ("lo", "hi")],
-            "disc": b["realism"]["discriminator_auroc"],
-            "ks": {k: v["ks"] for k, v in b["realism"]["groups"]["all"].items()}}
+            "disc": b["realism"]["discriminator_auroc"], "n_keys": len(b["realism"]["keys"]),
+            "seeds": b["config"]["seeds"], "ks": {k: v["ks"] for k, v in b["realism"]["groups"]["all"].items()}}
 
 
 # ----------------------------------------------------------------------------------------------------------------
