@@ -2,6 +2,7 @@
 
     python -m bench.sim2real                              # ../shared/real, dated report under reports/
     python -m bench.sim2real --n_train=400 --epochs=2 --ft_seeds=1 --n_stats=40 --out=/tmp/s2r   # a quick look
+    python -m bench.sim2real --image_only=true --run=outputs/train/demo-stage2                  # section 2 alone
 
 Four figures, on the real labelled recordings the kit has (../shared/real: 88 CinC-2020/2021 records, 500 Hz):
 1. Signal route, zero-shot: the 1D CNN of bench/ceiling.py (100 Hz, 10 s, 0.5 Hz high-pass on both sides) trained on
@@ -9,7 +10,13 @@ Four figures, on the real labelled recordings the kit has (../shared/real: 88 Ci
    the mean of `seeds` training seeds; with --knowledge=w, mixed with a knowledge-driven classifier (gradient-boosted
    trees on the independent measurements below, fitted on synthetic records only). Per-class and macro AUROC with
    95 % bootstrap CIs (resampling records); each part is also scored alone.
-2. Image route, zero-shot: not measured here; it needs a trained Stage II run (see the report).
+2. Image route, zero-shot, with --run=<Stage II run folder(s)> (as src.infer's --run): every real record drawn by the
+   kit's renderer (src.compose.make_image, seeded per record) as a scan and as a photo (--image_styles, --image_n
+   pages each, at --scan_hw / --photo_hw), scored by the run's fold models through src.infer's own functions (the
+   run's preprocessing, or the digitiser on the signal route) and its vote; a record's score is the mean over its
+   pages. Per style and subset, AUROC with 95 % bootstrap CIs, beside the run's own synthetic scores (OOF, and the
+   hidden test with --synth_score). --image_only=true runs this section alone (sim2real_image_<date>.md/.json);
+   with --from_json it is added to a finished run's report.
 3. Realism: the same independent measurements (neurokit2 R peaks and DWT delineation on lead II; voltages, axis and ST
    from the R-peak-aligned beats of all 12 leads; baseline-wander, high-frequency and mains power) on real and
    synthetic records, per class, each with the two-sample Kolmogorov-Smirnov distance; and a real-vs-synthetic
@@ -27,8 +34,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import json
+import tempfile
 import time
 import warnings
+import zlib
 from functools import partial
 from pathlib import Path
 
@@ -72,7 +82,17 @@ class Sim2RealConfig:
     variants: str = ""  # RECIPE:JSON,... other runs on the same real set: paired against this run, means per recipe
     recipe_name: str = "this"  # this run's recipe name in the variants tables
     before_recipe: str = "before"  # recipe name of the --before run in the per-recipe table
-    from_json: str = ""  # re-render the report of a finished run from its JSON (with this call's --before/--variants)
+    from_json: str = ""  # re-render the report of a finished run from its JSON (with this call's --before/--variants,
+    # and section 2 measured now when --run is given)
+    run: str = ""  # Stage II run folder(s) for section 2, as src.infer's --run (comma list, globs); empty: not measured
+    route: str = "both"  # which of those runs vote: image | signal | both (as src.infer's --route)
+    vote: str = "hard_tiebreak"  # fold vote, as src.infer's --vote (the recipes' vote)
+    image_styles: tuple[str, ...] = ("scan", "photo")  # page styles the real records are drawn in
+    image_n: int = 1  # pages per record per style (a record's score is the mean over its pages)
+    scan_hw: tuple[int, ...] = ()  # scan height, width (empty: the demo preset's, src.make_data PRESETS)
+    photo_hw: tuple[int, ...] = ()  # photo height, width (empty: the demo preset's)
+    synth_score: str = ""  # src.score JSON of the run on its synthetic hidden test, shown beside the real figures
+    image_only: bool = False  # run section 2 alone (needs --run): sim2real_image_<date>.md/.json
     out: str = ""  # report folder (default reports/); files sim2real_<date>.md/.json/*.png
 
 
@@ -107,6 +127,16 @@ def read_real(root: Path) -> tuple[list[str], list[np.ndarray], np.ndarray]:
         names.append(rec)
         sigs.append(x)
     return names, sigs, df[list(LABELS)].to_numpy(np.float32)
+
+
+def real_set(root: Path) -> tuple[list[str], list[np.ndarray], np.ndarray, np.ndarray]:
+    """read_real and each record's half."""
+    names, sigs, y = read_real(root)
+    return names, sigs, y, np.array([half_of(n) for n in names])
+
+
+def out_dir(cfg: Sim2RealConfig) -> Path:
+    return Path(cfg.out) if cfg.out else REPO / "reports"
 
 
 def half_of(name: str) -> str:
@@ -238,6 +268,14 @@ def boot_auroc(y: np.ndarray, p: np.ndarray, n_boot: int, seed: int, labels=LABE
     return out
 
 
+def by_half(y: np.ndarray, p: np.ndarray, half: np.ndarray, n_boot: int, seed: int) -> dict:
+    """boot_auroc on all records and on halves A and B (half_of)."""
+    out = {"all": boot_auroc(y, p, n_boot, seed)}
+    for h in "AB":
+        out[f"half {h}"] = boot_auroc(y[half == h], p[half == h], n_boot, seed)
+    return out
+
+
 def boot_macro_diff(y: np.ndarray, p1: np.ndarray, p0: np.ndarray, n_boot: int, seed: int) -> dict:
     """Paired bootstrap of macro-AUROC(p1) - macro-AUROC(p0) on the same resamples."""
     idx = np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))
@@ -246,6 +284,104 @@ def boot_macro_diff(y: np.ndarray, p1: np.ndarray, p0: np.ndarray, n_boot: int, 
     all_ = np.arange(len(y))[None]
     return {"diff": float((boot_macro_auroc(y, p1, all_) - boot_macro_auroc(y, p0, all_))[0]),
             "lo": float(np.percentile(d, 2.5)), "hi": float(np.percentile(d, 97.5)), "p_le_0": float((d <= 0).mean())}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Section 2: the image route zero-shot (the real records drawn by the kit's renderer, scored by a Stage II run)
+# ----------------------------------------------------------------------------------------------------------------
+def page_sizes(cfg: Sim2RealConfig) -> dict[str, tuple[int, int]]:
+    """{style: (H, W)} for --image_styles: --scan_hw / --photo_hw, else the demo preset's (what run_all trains on)."""
+    from src.compose import STYLES
+    from src.make_data import PRESETS
+    sizes = {"scan": tuple(cfg.scan_hw) or PRESETS["demo"]["scan_hw"],
+             "photo": tuple(cfg.photo_hw) or PRESETS["demo"]["photo_hw"]}
+    for style in cfg.image_styles:
+        if style not in STYLES:
+            raise SystemExit(f"--image_styles={','.join(cfg.image_styles)}: {style!r} is not one of {', '.join(STYLES)}")
+        if len(sizes[style]) != 2 or min(sizes[style]) < 32:
+            raise SystemExit(f"--{style}_hw={','.join(map(str, sizes[style]))}: give height,width in pixels")
+    if cfg.image_n < 1:
+        raise SystemExit(f"--image_n={cfg.image_n}: at least one page per record and style")
+    return {style: sizes[style] for style in cfg.image_styles}
+
+
+def _draw_real(item: tuple, names: list[str], sigs: list[np.ndarray], folder: Path, seed: int) -> tuple:
+    from src.compose import STYLES, make_image
+    from src.utils import imwrite
+    i, style, hw, k = item
+    img, _ = make_image(sigs[i], FS, np.random.default_rng([seed, zlib.crc32(names[i].encode()), STYLES.index(style),
+                                                            k]), style, hw)
+    path = folder / style / f"{names[i].replace('/', '_')}_{k}.png"
+    imwrite(path, img)
+    return i, style, k, str(path)
+
+
+def draw_real(names: list[str], sigs: list[np.ndarray], sizes: dict, n: int, folder: Path, seed: int, workers: int
+              ) -> dict[str, list[str]]:
+    """Every real record drawn `n` times per style by src.compose.make_image (its first 10 s, page and camera
+    parameters from the stream [seed, crc32(name), style, k]) -> {style: PNG paths, record i's at i*n..i*n+n-1}."""
+    items = [(i, style, hw, k) for style, hw in sizes.items() for i in range(len(names)) for k in range(n)]
+    done = {o[:3]: o[3] for o in parallel_map(partial(_draw_real, names=names, sigs=sigs, folder=folder, seed=seed),
+                                              items, workers=workers, desc="draw real records")}
+    return {style: [done[(i, style, k)] for i in range(len(names)) for k in range(n)] for style in sizes}
+
+
+def synthetic_scores(runs: list, score_json: str) -> dict:
+    """What the run scores on synthetic data: each run folder's OOF macro-AUROC (its training photos) and, given a
+    src.score JSON (--synth_score), its hidden test's."""
+    out: dict = {"oof_macro": {str(r): r.metric("macro_auroc") for r in runs}}
+    if score_json:
+        path = Path(score_json)
+        if not path.is_file():
+            raise SystemExit(f"--synth_score={score_json}: not found; pass the src.score JSON of the run's hidden test "
+                             f"(run_all writes outputs/score/<name>.json)")
+        d = json.loads(path.read_text())["overall"]
+        out["hidden_test"] = {"file": str(path), "n": d["n"], "macro": d["macro_auroc"], "auroc": d["auroc"]}
+    return out
+
+
+def image_route_plan(cfg: Sim2RealConfig) -> dict:
+    """Section 2's inputs, checked before any long step: page sizes, the --run folders of --route (src.infer's
+    select_runs), their preprocessing and fold checkpoints (run_checkpoints) and their synthetic scores."""
+    from src import infer
+    if cfg.vote not in infer.VOTES:
+        raise SystemExit(f"--vote={cfg.vote}: choose one of {', '.join(infer.VOTES)}")
+    sizes = page_sizes(cfg)
+    runs = infer.select_runs(cfg.run, cfg.route)
+    pcfg, ckpts = infer.run_checkpoints(runs)
+    return {"sizes": sizes, "runs": runs, "pcfg": pcfg, "ckpts": ckpts,
+            "synthetic": synthetic_scores(runs, cfg.synth_score)}
+
+
+def image_route(cfg: Sim2RealConfig, plan: dict, names: list[str], sigs: list[np.ndarray], y: np.ndarray,
+                half: np.ndarray, out: Path) -> dict:
+    """Section 2: the real records drawn per style (draw_real, in a temporary folder under `out`), scored by the
+    plan's folds exactly as src.infer scores test photos (its load_folds, TestImages, predict, vote_scores); per
+    style, AUROC with CIs on all records and halves A/B."""
+    from types import SimpleNamespace
+    from src import infer
+    from src.engine import setup_runtime
+    runs, pcfg, ckpts = plan["runs"], plan["pcfg"], plan["ckpts"]
+    styles = {}
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".sim2real_pages.") as tmp:
+        files = draw_real(names, sigs, plan["sizes"], cfg.image_n, Path(tmp), cfg.seed, cfg.workers)
+        rt = setup_runtime(SimpleNamespace(threads=cfg.threads, amp="auto"))  # after the pool: see run()
+        folds = infer.load_folds(ckpts, pcfg, list(LABELS), rt.device)
+        for style, fs in files.items():
+            r = infer.predict(folds, infer.TestImages(fs, [Path(f).stem for f in fs], pcfg, "signal" in ckpts), rt)
+            bad = np.array([bool(e) for e in r["errors"]])
+            scores, unread, _ = infer.vote_scores(r["probs"], bad, folds, runs, list(LABELS), cfg.vote)
+            p = scores.reshape(len(names), cfg.image_n, len(LABELS)).mean(1)
+            styles[style] = {"hw": list(plan["sizes"][style]), "n_pages": len(fs), "unreadable": int(bad.sum()),
+                             "not_digitised": int(unread.any(0).sum()), "errors": [e for e in r["errors"] if e][:5],
+                             "by_subset": by_half(y, p, half, cfg.boot, cfg.seed), "real_pred": p.tolist()}
+            print(f"[sim2real] image route, {style}: macro-AUROC all {_ci(styles[style]['by_subset']['all']['macro'])}",
+                  flush=True)
+    return {"runs": [str(r) for r in runs], "routes": sorted({f.route for f in folds}), "folds": [f.name for f in folds],
+            "arch": ", ".join(sorted({f.arch for f in folds})), "vote": cfg.vote,
+            "preprocess": f"{pcfg.strategy} {pcfg.size[0]}x{pcfg.size[1]}" if pcfg else None, "image_n": cfg.image_n,
+            "boot": cfg.boot, "synthetic": plan["synthetic"], "styles": styles}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -536,6 +672,51 @@ def _component_lines(zs: dict, cfg: dict) -> list[str]:
     return L
 
 
+def _real_data(res: dict) -> str:
+    return (f"Real data: {res['n_real']} labelled 12-lead records from `{res['real_root']}` (CinC-2020/2021 training "
+            f"data, 500 Hz); halves A/B by a hash of the record name (A: {res['n_half']['A']}, B: {res['n_half']['B']}).")
+
+
+def render_image_report(res: dict) -> str:
+    """The report of --image_only: section 2 alone."""
+    return "\n".join([f"# Sim-to-real, image route ({res['date']})", "",
+                      f"`python -m bench.sim2real {res['argv']}` — {res['wall_s']:.0f} s wall on this machine "
+                      f"({res['config']['threads']} torch threads; the 2 cores were shared with other jobs).", "",
+                      _real_data(res), "", *image_route_lines(res["image_route"])])
+
+
+def image_route_lines(ir: dict | None) -> list[str]:
+    """Section 2 of the report (image_route's result; None: why it was not measured)."""
+    L = ["## 2. Image route, zero-shot", ""]
+    if ir is None:
+        return L + ["Not measured: pass `--run=<Stage II run folder(s)>` (as src.infer's --run) to draw the real "
+                    "records with the kit's renderer and score them with that run (`--image_only=true` runs this "
+                    "section alone; with `--from_json` it is added to a finished run's report).", ""]
+    syn = ir["synthetic"]
+    oof = ", ".join(f"{Path(r).name} {'unknown' if v is None else f'{v:.3f}'}" for r, v in syn["oof_macro"].items())
+    ht = syn.get("hidden_test")
+    L += [f"Run(s) {', '.join(f'`{r}`' for r in ir['runs'])}: route {' + '.join(ir['routes'])}, folds "
+          f"{', '.join(ir['folds'])} ({ir['arch']}), vote {ir['vote']}"
+          + (f", preprocessing {ir['preprocess']}" if ir["preprocess"] else "") + ". Every real record's first 10 s "
+          f"drawn by src.compose.make_image ({ir['image_n']} page(s) per style, seeded by the record name), scored "
+          "as src.infer scores test photos (the run's preprocessing, or the digitiser on the signal route; its vote "
+          "at each fold's thresholds); a record's score is the mean over its pages. AUROC with 95 % bootstrap CI "
+          f"({ir['boot']} resamples of records); n = positives.", "",
+          f"The same run on synthetic data: OOF macro-AUROC {oof} (its training photos)"
+          + (f"; hidden test {ht['macro']:.3f} (n={ht['n']}, `{ht['file']}`)." if ht else
+             "; hidden test not given (--synth_score)."), "",
+          "| style (H x W) | subset | " + " | ".join(LABELS) + " | macro |", "|---" * (len(LABELS) + 3) + "|"]
+    for style, r in ir["styles"].items():
+        for sub, b in r["by_subset"].items():
+            L.append(f"| {style} ({r['hw'][0]}x{r['hw'][1]}) | {sub} | "
+                     + " | ".join(f"{_ci(b[k])} (n={b[k]['n_pos']})" for k in LABELS) + f" | **{_ci(b['macro'])}** |")
+    lost = [f"{style}: {r['unreadable']} unreadable, {r['not_digitised']} not digitised of {r['n_pages']}"
+            for style, r in ir["styles"].items() if r["unreadable"] or r["not_digitised"]]
+    L += ["", ("Pages scored as the training prevalence (as src.infer does): " + "; ".join(lost) + "."
+               if lost else "Every page was read."), ""]
+    return L
+
+
 def render_report(res: dict, files: list[str]) -> str:
     cfg = res["config"]
     zs = res["zero_shot"]
@@ -544,9 +725,7 @@ def render_report(res: dict, files: list[str]) -> str:
          f"({cfg['threads']} torch threads; the 2 cores were shared with other jobs, so the wall time is pessimistic)"
          + (f", {res['cpu_s']:.0f} CPU s (process + workers)." if res.get("cpu_s") else "."),
          "",
-         f"Real data: {res['n_real']} labelled 12-lead records from `{res['real_root']}` (CinC-2020/2021 training data, "
-         f"500 Hz); halves A/B by a hash of the record name (A: {res['n_half']['A']}, B: {res['n_half']['B']}). "
-         f"{res['tuning_note']}", "",
+         f"{_real_data(res)} {res['tuning_note']}", "",
          "## 1. Signal route, zero-shot", "",
          f"1D CNN (bench/ceiling.py `make_net`) trained on {cfg['n_train']} synthetic records for {cfg['epochs']} epochs "
          f"(100 Hz, 10 s, {cfg['highpass']} Hz high-pass on both sides{', auxiliary targets ' + '/'.join(AUX_KEYS) if cfg['aux'] else ''}"
@@ -571,9 +750,7 @@ def render_report(res: dict, files: list[str]) -> str:
               f"records {om['mean_p_mi_pos']:.3f}, other negatives {om['mean_p_mi_neg']:.3f}); without them MI AUROC "
               f"is {_ci(om)}."]
     L += ["", f"![zero-shot]({files[0]})", "",
-          "## 2. Image route, zero-shot", "",
-          "Not measured: it needs a trained Stage II run (the real records drawn by src.render and scored by that "
-          "run's models), and none exists on this machine. This bench takes no run folder yet.", "",
+          *image_route_lines(res.get("image_route")),
           "## 3. Realism: synthetic vs real, by an independent delineator", ""]
     rz = res["realism"]
     L += [f"Measured by `measure()` (neurokit2 peaks + DWT delineation on lead II; 12-lead voltages/ST from the "
@@ -668,7 +845,6 @@ def render_report(res: dict, files: list[str]) -> str:
 
 def before_summary(path: Path) -> dict:
     """What the report compares with, from an earlier run's JSON."""
-    import json
     if not path.is_file():
         raise SystemExit(f"--before={path}: not found; pass the sim2real_<date>.json of an earlier run")
     b = json.loads(path.read_text())
@@ -683,8 +859,8 @@ def before_summary(path: Path) -> dict:
 def run(cfg: Sim2RealConfig, argv_text: str = "") -> dict:
     t0 = time.time()
     root = real_root(cfg)
-    names, sigs, y = read_real(root)
-    half = np.array([half_of(n) for n in names])
+    plan = image_route_plan(cfg) if cfg.run else None
+    names, sigs, y, half = real_set(root)
     real_w = [model_input(s, cfg.highpass) for s in sigs]
     print(f"[sim2real] {len(names)} real records ({(half == 'A').sum()} A / {(half == 'B').sum()} B)", flush=True)
     bank = noise_bank(cfg.real_noise) if cfg.real_noise else None
@@ -696,6 +872,7 @@ def run(cfg: Sim2RealConfig, argv_text: str = "") -> dict:
     ms = sorted(parallel_map(partial(_measure_synth, seed=cfg.seed), range(n_meas), workers=cfg.workers,
                              desc="measure synth", chunksize=4), key=lambda o: o[0])
     syn_f, syn_y = [o[1] for o in ms], np.stack([o[2] for o in ms])
+    image = image_route(cfg, plan, names, sigs, y, half, out_dir(cfg)) if plan else None  # its pool before torch's
     set_threads(cfg.threads)  # after the pools (forking after torch threads start can hang workers)
 
     n_out = len(LABELS) + (len(AUX_KEYS) if cfg.aux else 0)
@@ -718,10 +895,7 @@ def run(cfg: Sim2RealConfig, argv_text: str = "") -> dict:
         p = (1 - cfg.knowledge) * p + cfg.knowledge * pk
 
     def subsets(q):
-        out = {"all": boot_auroc(y, q, cfg.boot, cfg.seed)}
-        for h in "AB":
-            out[f"half {h}"] = boot_auroc(y[half == h], q[half == h], cfg.boot, cfg.seed)
-        return out
+        return by_half(y, q, half, cfg.boot, cfg.seed)
     by_subset = subsets(p)
     rr = np.array([d["rr_cv"] for d in real_f])
     rr_ref = boot_auroc(y[:, [LABELS.index("AF")]], np.nan_to_num(rr, nan=0.0)[:, None], cfg.boot, cfg.seed, ["AF"])
@@ -738,6 +912,7 @@ def run(cfg: Sim2RealConfig, argv_text: str = "") -> dict:
 
     return {"config": dataclasses.asdict(cfg), "argv": argv_text, "real_root": str(root), "n_real": len(names),
             "n_half": {h: int((half == h).sum()) for h in "AB"}, "records": names, "zero_shot": zero,
+            "image_route": image,
             "realism": rz, "pretrain": pretrain(real_w, y, state0, by_subset["all"], cfg, t0) if cfg.ft_seeds else None,
             "wall_s": time.time() - t0, "cpu_s": cpu_seconds()}
 
@@ -785,7 +960,6 @@ OLD_MI = "164867002"  # SNOMED 'old myocardial infarction' (CinC OldMI): not one
 
 def variant_summary(recipe: str, path: Path, res: dict) -> dict:
     """Another run's zero-shot macro-AUROC and its paired bootstrap difference against this run."""
-    import json
     if not path.is_file():
         raise SystemExit(f"--variants: {path} not found; pass sim2real_<date>.json files of earlier runs")
     v = json.loads(path.read_text())
@@ -816,13 +990,40 @@ def old_mi_check(res: dict) -> dict | None:
                                                                                             & ~old, j[0]].mean()), **r}
 
 
+def image_only(cfg: Sim2RealConfig, argv_text: str, out: Path) -> dict:
+    """--image_only: section 2 alone -> <out>/sim2real_image_<date>.md/.json."""
+    t0 = time.time()
+    if not cfg.run:
+        raise SystemExit("--image_only=true scores the real records with a Stage II run: pass --run=<run folder(s)>")
+    plan = image_route_plan(cfg)
+    root = real_root(cfg)
+    names, sigs, y, half = real_set(root)
+    res = {"config": dataclasses.asdict(cfg), "argv": argv_text, "date": datetime.date.today().isoformat(),
+           "real_root": str(root), "n_real": len(names), "n_half": {h: int((half == h).sum()) for h in "AB"},
+           "records": names, "labels": y.tolist(), "image_route": image_route(cfg, plan, names, sigs, y, half, out)}
+    res.update(wall_s=time.time() - t0, cpu_s=cpu_seconds())
+    stem = f"sim2real_image_{res['date']}"
+    write_json(out / f"{stem}.json", res)
+    write_text(out / f"{stem}.md", render_image_report(res))
+    print(f"[sim2real] report -> {out / (stem + '.md')} ({res['wall_s']:.0f} s)")
+    return res
+
+
 def main(argv=None):
-    import json
     import sys
     argv = sys.argv[1:] if argv is None else argv
     cfg = parse_args(Sim2RealConfig, argv)
+    out = out_dir(cfg)
+    if cfg.image_only:
+        return image_only(cfg, " ".join(argv), out)
     if cfg.from_json:
         res = json.loads(Path(cfg.from_json).read_text())
+        if cfg.run:  # section 2 measured now, on the same real records
+            plan = image_route_plan(cfg)
+            names, sigs, y, half = real_set(Path(res["real_root"]))
+            if names != res["records"]:
+                raise SystemExit(f"{res['real_root']} no longer holds the records of {cfg.from_json}; rerun the bench")
+            res["image_route"] = image_route(cfg, plan, names, sigs, y, half, out)
     else:
         res = run(cfg, " ".join(argv))
         res["date"] = datetime.date.today().isoformat()
@@ -834,7 +1035,6 @@ def main(argv=None):
         if any(len(i) != 2 for i in items):
             raise SystemExit(f"--variants={cfg.variants}: expected RECIPE:path.json,RECIPE:path.json,...")
         res["variants"] = [variant_summary(r, Path(p), res) for r, p in items]
-    out = Path(cfg.out) if cfg.out else REPO / "reports"
     out.mkdir(parents=True, exist_ok=True)
     stem = f"sim2real_{res['date']}"
     if cfg.before:

@@ -336,6 +336,54 @@ def predict(folds: list[FoldModel], dataset: TestImages, rt, batch_size: int = 3
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# The ensemble of one or more runs: what main runs, callable on other images (bench.sim2real)
+# ----------------------------------------------------------------------------------------------------------------
+def select_runs(spec: str, route: str) -> list[RunFolder]:
+    """The run folders of --run (resolve_runs) that vote under --route: image, signal, or both (every one)."""
+    if route not in ROUTES:
+        raise SystemExit(f"--route={route}: choose one of {', '.join(ROUTES)}")
+    given = resolve_runs(spec)
+    runs = [r for r in given if route in ("both", r.route)]
+    if not runs:
+        raise SystemExit(f"--route={route}: none of the --run folders is a {route} run (they are "
+                         f"{', '.join(f'{r} ({r.route})' for r in given)})")
+    return runs
+
+
+def run_checkpoints(runs: list[RunFolder], folds: str = "all", checkpoint: str = "best.pt"
+                    ) -> tuple[object, dict[str, dict[int, Path]]]:
+    """(the image runs' shared PreprocessConfig, None without image runs; {route: {k: checkpoint}})."""
+    by_route = {route: [r for r in runs if r.route == route] for route in ("image", "signal")}
+    pcfg = shared_preprocess_config(by_route["image"]) if by_route["image"] else None
+    return pcfg, {route: gather_folds(rs, folds, checkpoint) for route, rs in by_route.items() if rs}
+
+
+def load_folds(ckpts: dict[str, dict[int, Path]], pcfg, labels: list[str] | None, device,
+               channels_last: bool = True) -> list[FoldModel]:
+    """Every fold model of run_checkpoints, checked against its run: image input size as preprocess.yaml, route as
+    the run folder's."""
+    folds = [f for c in ckpts.values() for f in load_fold_models(c, labels, device, channels_last)]
+    for fold in folds:
+        if fold.route == "image" and fold.size and fold.size != tuple(pcfg.size):
+            raise SystemExit(f"{fold.path} was trained on {list(fold.size)} images but preprocess.yaml gives "
+                             f"{list(pcfg.size)}; the run folder mixes caches")
+        if fold.route != RunFolder.of_checkpoint(fold.path).route:
+            raise SystemExit(f"{fold.path} is a {fold.route} model in a {RunFolder.of_checkpoint(fold.path).route} "
+                             f"run folder; retrain it or move it to a run of its route")
+    return folds
+
+
+def vote_scores(probs: np.ndarray, bad: np.ndarray, folds: list[FoldModel], runs: list[RunFolder],
+                labels: list[str], vote: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """predict's probabilities [F, N, C] voted at each fold's thresholds, unreadable images (`bad` [N]) and signal
+    folds that read no lead scored as the training prevalence -> (scores [N, C], those folds [F, N], prevalence)."""
+    thresholds = np.stack([f.thresholds for f in folds])
+    prev = training_prevalence(runs, labels)
+    unread = np.isnan(probs).any(axis=2) & ~bad  # [F, N]: signal folds where the digitiser read no lead
+    return vote_with_fallback(probs, bad | unread, prev, vote, thresholds), unread, prev
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Submission
 # ----------------------------------------------------------------------------------------------------------------
 def check_submission(sub: pd.DataFrame, sample: pd.DataFrame, where: str = "submission") -> None:
@@ -385,31 +433,16 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--vote={cfg.vote}: choose one of {', '.join(VOTES)}")
     if not 0 <= cfg.max_unreadable <= 1:
         raise SystemExit(f"--max_unreadable={cfg.max_unreadable}: a share of the test images, 0 to 1 (0.01 = 1 %)")
-    if cfg.route not in ROUTES:
-        raise SystemExit(f"--route={cfg.route}: choose one of {', '.join(ROUTES)}")
-    given = resolve_runs(cfg.run)
-    runs = [r for r in given if cfg.route in ("both", r.route)]
-    if not runs:
-        raise SystemExit(f"--route={cfg.route}: none of the --run folders is a {cfg.route} run (they are "
-                         f"{', '.join(f'{r} ({r.route})' for r in given)})")
-    by_route = {route: [r for r in runs if r.route == route] for route in ("image", "signal")}
-    pcfg = shared_preprocess_config(by_route["image"]) if by_route["image"] else None
+    runs = select_runs(cfg.run, cfg.route)
     sample_path, test_dir = competition_files(cfg, runs[0].config())
     sample, id_col, labels = read_sample(sample_path)
     out = Path(cfg.out) if cfg.out else paths().submissions / "submission.csv"
-    ckpts = {route: gather_folds(rs, cfg.folds, cfg.checkpoint) for route, rs in by_route.items() if rs}
+    pcfg, ckpts = run_checkpoints(runs, cfg.folds, cfg.checkpoint)
     ids = sample[id_col].tolist()
     n_folds = sum(map(len, ckpts.values()))
     check_writable(out, output_bytes(len(ids), n_folds, len(labels), max(map(len, ids), default=0)))
     rt = setup_runtime(cfg)
-    folds = [f for c in ckpts.values() for f in load_fold_models(c, labels, rt.device, cfg.channels_last)]
-    for fold in folds:
-        if fold.route == "image" and fold.size and fold.size != tuple(pcfg.size):
-            raise SystemExit(f"{fold.path} was trained on {list(fold.size)} images but preprocess.yaml gives "
-                             f"{list(pcfg.size)}; the run folder mixes caches")
-        if fold.route != RunFolder.of_checkpoint(fold.path).route:
-            raise SystemExit(f"{fold.path} is a {fold.route} model in a {RunFolder.of_checkpoint(fold.path).route} "
-                             f"run folder; retrain it or move it to a run of its route")
+    folds = load_folds(ckpts, pcfg, labels, rt.device, cfg.channels_last)
     no_thr = [f.name for f in folds if not f.thresholds_found]
     if cfg.vote.startswith("hard") and no_thr:
         print(f"[infer] folds {no_thr} have no thresholds.json: voting at 0.5", file=sys.stderr)
@@ -437,14 +470,11 @@ def main(argv: list[str] | None = None) -> dict:
                          f"Fix the cause (the test folder, the preprocessing), or raise --max_unreadable if these "
                          f"images are truly broken.")
 
-    thresholds = np.stack([f.thresholds for f in folds])
-    prev = training_prevalence(runs, labels)
-    unread = np.isnan(probs).any(axis=2) & ~bad  # [F, N]: signal folds where the digitiser read no lead
+    scores, unread, prev = vote_scores(probs, bad, folds, runs, labels, cfg.vote)
     if unread.any():
         print(f"[infer] the digitiser read no lead on {int(unread.any(0).sum())} of {len(ids)} test images: their "
               f"signal folds count as the training prevalence (listed in {side_path(out, 'folds.csv').name} as "
               f"not_digitised)", file=sys.stderr)
-    scores = vote_with_fallback(probs, bad | unread, prev, cfg.vote, thresholds)
     sub = pd.DataFrame({id_col: ids, **{lb: scores[:, j] for j, lb in enumerate(labels)}})
     try:
         check_submission(sub, sample, str(out))

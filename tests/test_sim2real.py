@@ -114,3 +114,42 @@ def test_toy_run_writes_report(tmp_path):
     res.update(recipe="toy", variants=[S2R.variant_summary("toy", js_path, res)])
     assert res["variants"][0]["diff"]["diff"] == 0.0
     assert "| toy | 2 |" in S2R.render_report(res, ["a.png", "b.png"])
+
+
+def test_image_route_scores_real_records_with_a_stage2_run(tmp_path, monkeypatch):
+    """Section 2 end to end: a tiny 2-fold image run scores 4 real records drawn as scans and photos, through
+    src.infer's own functions; a rerun gives the same numbers."""
+    import pandas as pd
+    from src import train
+    from src.config import REPO
+    from tests.fake_cache import make_cache, make_folds
+    real = REPO.parent / "shared" / "real"
+    if not (real / "labels.csv").is_file():
+        pytest.skip(f"{real} (the shared real dev set) is not here")
+    monkeypatch.setenv("ECGKA_KAGGLE_ROOT", str(tmp_path / "kaggle"))
+    cache, labels_csv = make_cache(tmp_path / "cache", 12)
+    run = train.main([f"--cache={cache}", f"--train_csv={labels_csv}", "--fold=all", "--name=s2",
+                      f"--folds_csv={make_folds(labels_csv, tmp_path / 'folds.csv', 2)}", "--arch=convnext_atto",
+                      "--epochs=1", "--batch_size=4", "--workers=0", "--threads=1", "--warmup_epochs=0.5"])["out"]
+    sub = tmp_path / "real"
+    sub.mkdir()
+    (sub / "records").symlink_to(real / "records")
+    pd.read_csv(real / "labels.csv").iloc[:4].to_csv(sub / "labels.csv", index=False)
+    args = ["--image_only=true", f"--run={run}", f"--real={sub}", "--scan_hw=110,142", "--photo_hw=120,208",
+            "--image_n=1", "--boot=20", "--workers=1", "--threads=1"]
+    res = S2R.main([*args, f"--out={tmp_path / 'a'}"])
+    ir = res["image_route"]
+    assert ir["routes"] == ["image"] and ir["folds"] == ["0", "1"] and ir["preprocess"] == "raw 32x64"
+    assert set(ir["styles"]) == {"scan", "photo"} and ir["synthetic"]["oof_macro"][run] is not None
+    for style, r in ir["styles"].items():
+        p = np.array(r["real_pred"])
+        assert p.shape == (4, len(LABELS)) and np.isfinite(p).all() and p.min() >= 0 and p.max() <= 1
+        assert set(r["by_subset"]) == {"all", "half A", "half B"} and r["n_pages"] == 4 and r["unreadable"] == 0
+        assert set(r["by_subset"]["all"]) == {*LABELS, "macro"}
+    md = (tmp_path / "a" / f"sim2real_image_{res['date']}.md").read_text()
+    assert "## 2. Image route, zero-shot" in md and "| photo (120x208) | half A |" in md
+    assert not list((tmp_path / "a").glob(".sim2real_pages.*"))  # the drawn pages are removed
+    again = S2R.main([*args, f"--out={tmp_path / 'b'}"])["image_route"]
+    for style in ir["styles"]:
+        assert again["styles"][style]["real_pred"] == ir["styles"][style]["real_pred"]
+    assert "Not measured: pass `--run=" in "\n".join(S2R.image_route_lines(None))
