@@ -48,8 +48,8 @@ setup_venv
 # Settings (environment variables). ROUTE picks how photos are read (README "Routes"). image (the default; DEBUG=1:
 # both): the paper's route, photos preprocessed into images for a CNN, Stage I on the synthetic scans. signal: each
 # photo is digitised into 12 leads (src.digitize) and read by the 1D CNN ecgka_sig1d, Stage I on synthetic signals
-# made in memory, Stage II on the digitised training photos: minutes instead of hours on a CPU, lower scores while the digitiser
-# loses detail; its recipe is SIGNAL_RECIPE (recipes/signal.yaml; DEBUG=1 adds recipes/signal-debug.yaml). both: both
+# made in memory, Stage II on the digitised training photos: minutes instead of hours on a CPU, lower scores while the
+# digitiser loses detail; its recipe is SIGNAL_RECIPE (recipes/signal.yaml; DEBUG=1 adds recipes/signal-debug.yaml). both: both
 # routes trained, their ten fold models voted together. RECIPE names the image route's training recipe:
 # recipes/<RECIPE>.yaml or a path, read by every stage below (--recipe; src/config.py "Recipes"). cpu (the default):
 # trace maps read by the kit's small ecgka_tracenet from random weights, sized for a 2-core CPU box (~2 h from
