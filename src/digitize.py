@@ -37,9 +37,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -49,6 +46,7 @@ from .config import LEADS, find_input, paths, parse_args
 from .page import page_quad, rectify, trace_map
 from .render import GAINS, LAYOUTS, PAPERS_MM, SPEEDS
 from .roi import downscale
+from .signals import write_wfdb
 
 RHYTHM_GUESS = ("II", "V1", "V5")  # rhythm strips under a 3x4 page, top to bottom (names are not read)
 STRIP_GUESS = ("II", "V1")  # leads of 2x1 / 1x1 strip pages
@@ -716,28 +714,12 @@ def digitize_file(path, **kw) -> Digitised:
     return digitize_image(imread(path), **kw)
 
 
-ADC_GAIN = 1000.0  # digital units per mV in the written records (1 uV steps, +-32.7 mV range)
-
-
 def write_digitised(out_dir, id: str, d: Digitised) -> None:
-    """<out_dir>/<id>.hea + .dat (WFDB format 16, NaN kept as WFDB's missing-sample value), with the layout, the
-    per-lead confidences and the problems in the header's comments. Written in a temporary folder and moved in, the
-    header last, so a record whose header exists is complete."""
-    import wfdb
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sig = np.clip(np.asarray(d.signal, np.float64), -32.0, 32.0).T
+    """<out_dir>/<id>.hea + .dat (signals.write_wfdb: atomic, NaN kept as WFDB's missing sample), with the layout, the
+    per-lead confidences and the problems in the header's comments."""
     comments = [f"layout: {d.layout}", "confidence: " + " ".join(f"{c:.3f}" for c in d.confidence)]
     comments += [f"problem: {p}" for p in d.problems]
-    tmp = Path(tempfile.mkdtemp(prefix=f".{id}.", dir=out))
-    try:
-        wfdb.wrsamp(id, fs=d.fs, units=["mV"] * len(LEADS), sig_name=list(LEADS), p_signal=sig, fmt=["16"] * len(LEADS),
-                    adc_gain=[ADC_GAIN] * len(LEADS), baseline=[0] * len(LEADS), comments=comments,
-                    write_dir=str(tmp))
-        os.replace(tmp / f"{id}.dat", out / f"{id}.dat")
-        os.replace(tmp / f"{id}.hea", out / f"{id}.hea")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_wfdb(Path(out_dir), id, np.clip(np.asarray(d.signal, np.float64), -32.0, 32.0), d.fs, comments)
 
 
 def read_digitised(out_dir, id: str) -> tuple[np.ndarray, float]:

@@ -131,3 +131,24 @@ def usable_leads(sig: np.ndarray, fs: float, min_seconds: float) -> list[str]:
     if not finite.any():
         raise UnusableRecord("every lead is NaN: no signal to draw (skipped)")
     return [lead for lead, ok in zip(LEADS, finite) if ok]
+
+
+def write_wfdb(out: Path, name: str, sig: np.ndarray, fs: float, comments: list[str] | None = None) -> None:
+    """[12, n] mV -> <out>/<name>.hea + .dat: WFDB format 16, gain 1000 adu/mV (1 uV steps, +-32.7 mV), baseline 0
+    (as PTB-XL), NaN kept as WFDB's missing sample. Written in a temp folder, then .dat and .hea are renamed into place
+    (.hea last, so a record counts as finished only once both exist)."""
+    import os
+    import shutil
+    import wfdb
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".tmp_{name}_{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        wfdb.wrsamp(name, fs=fs, units=["mV"] * len(LEADS), sig_name=list(LEADS),
+                    p_signal=np.asarray(sig, np.float64).T, fmt=["16"] * len(LEADS), adc_gain=[1000.0] * len(LEADS),
+                    baseline=[0] * len(LEADS), comments=comments or [], write_dir=str(tmp))
+        os.replace(tmp / f"{name}.dat", out / f"{name}.dat")
+        os.replace(tmp / f"{name}.hea", out / f"{name}.hea")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from .beat import (LI, NW, P1, P12, P2, POST, PRE, QRS_W, R1, R2, T, Template, U
                    apply_mi, apply_sttc, base_template, clamp, frontal_vector, lead_pattern, mi_qrs, place_p, place_t,
                    qrs_axis, set_axis, set_qrs, st_plateau, st_shift, st_window)
 from .config import LABELS, LEADS, config_dict, parse_args, paths
+from .signals import write_wfdb
 from .utils import parallel_map, write_csv, write_json
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -595,22 +595,6 @@ _SET_KEYS = ("seed", "prevalence", "fs", "seconds", "noise", "lead_reversal")  #
 def _gen_kw(cfg: SynthConfig) -> dict:
     return dict(fs=cfg.fs, seconds=cfg.seconds, noise=cfg.noise, prevalence=parse_prevalence(cfg.prevalence),
                 lead_reversal=cfg.lead_reversal)
-
-
-def write_wfdb(out: Path, name: str, sig: np.ndarray, fs: int, comments: list[str] | None = None) -> None:
-    """WFDB format 16, gain 1000 adu/mV, baseline 0 (PTB-XL). Written in a temp folder, then .dat and .hea are
-    renamed into place (.hea last, so a record counts as finished only once both exist)."""
-    import wfdb
-    tmp = out / f".tmp_{name}_{os.getpid()}"
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
-        wfdb.wrsamp(name, fs=fs, units=["mV"] * 12, sig_name=list(LEADS), p_signal=sig.T.astype(np.float64),
-                    fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, comments=comments or [],
-                    write_dir=str(tmp))
-        os.replace(tmp / f"{name}.dat", out / f"{name}.dat")
-        os.replace(tmp / f"{name}.hea", out / f"{name}.hea")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _make_record(i: int, out: Path, seed: int, kw: dict, plot: bool) -> dict:

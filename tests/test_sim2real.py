@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench import sim2real as S2R
-from src import synth
+from src import signals, synth
 from src.config import LABELS
 
 pytest.importorskip("neurokit2")
@@ -43,8 +43,8 @@ def test_measure_reads_rate_regularity_and_axis():
 def test_noise_bank_keeps_regular_records_and_removes_the_beats(tmp_path):
     clean, _ = synth.synthesize(np.random.default_rng(1), labels=["NORM"], hr=70, noise=0.0, extras=())
     af, _ = synth.synthesize(np.random.default_rng(1), labels=["AFIB"], noise=0.0, extras=())
-    synth.write_wfdb(tmp_path, "clean", clean, 500)
-    synth.write_wfdb(tmp_path, "af", af, 500)
+    signals.write_wfdb(tmp_path, "clean", clean, 500)
+    signals.write_wfdb(tmp_path, "af", af, 500)
     bank = S2R.noise_bank(str(tmp_path))
     assert len(bank) == 1 and bank[0].shape == (12, 5000)  # the irregular (AF) record is left out
     assert np.sqrt((bank[0] ** 2).mean()) < 0.2 * np.sqrt((clean ** 2).mean())  # the beats are gone
@@ -89,7 +89,7 @@ def test_toy_run_writes_report(tmp_path):
     for i in range(12):
         labels = [["NORM"], ["IMI_old"], ["AFIB"], ["LVH"], ["CRBBB"], ["TINV"]][i % 6]
         sig, meta = synth.synthesize(np.random.default_rng([9, i]), labels=labels, seconds=12.0 if i % 4 else 10.0)
-        synth.write_wfdb(root / "records" / "toy", f"T{i:03d}", sig, 500)
+        signals.write_wfdb(root / "records" / "toy", f"T{i:03d}", sig, 500)
         rows.append({"source": "toy", "record": f"toy/T{i:03d}", "fs": 500, "n_samples": sig.shape[1],
                      **meta["labels"], "NORM": int(labels == ["NORM"]), "raw_labels": ""})
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
