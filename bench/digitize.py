@@ -25,7 +25,8 @@ import numpy as np
 
 from src import compose, render, score, synth
 from src.config import LEADS, REPO, parse_args
-from src.digitize import default_net_path, digitize_image
+from src.digitize import digitize_image
+from src.trace_seg import default_net_path
 from src.signals import find_records, read_wfdb
 from src.utils import write_json, write_text
 

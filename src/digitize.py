@@ -6,11 +6,11 @@
     python -m src.digitize --fit       # train the learned path's trace network (minutes on a CPU)
 
 The classical path needs no training:
-1. page: the sheet's quad (page.page_quad) is rectified to a top-down page of the paper's aspect; when no trusted quad
-   is found the whole image is used (said in `problems`). A residual tilt (a rotated scan) is found as the angle that
-   makes the row profile of the dark pixels sharpest, and undone.
+1. page (page.find_page, page.deskew): the sheet's quad (page.page_quad) is rectified to a top-down page of the
+   paper's aspect; when no trusted quad is found the whole image is used (said in `problems`). A residual tilt (a
+   rotated scan) is found as the angle that makes the row profile of the dark pixels sharpest, and undone.
 2. ink: page.trace_map (paper, grid and light taken out), thresholded, specks dropped.
-3. scale: px per mm from the printed grid itself (grid_pitch: the 5 mm period that explains the column and row
+3. scale: px per mm from the printed grid itself (page.grid_pitch: the 5 mm period that explains the column and row
    profiles of the non-ink dark pixels); without a grid, from the calibration pulse, else the page width.
 4. rows: baselines are where the ink covers most columns within +-0.7 mm (a trace sits on its isoelectric line most
    of the time); short or gappy rows above and below them are text. The row count gives the layout (12 -> 12x1,
@@ -26,7 +26,7 @@ Rhythm strips under a 3x4 page are named by the panel they repeat (lead names ar
 matches); 2x1/1x1 strips are taken to be II, V1 (the renderer's defaults), which `problems` says.
 
 The learned path (method="learned") follows the traces on the mask of a small trace-segmentation network instead of
-the thresholded ink map; the network is trained on CPU from the renderer's free labels (fit_trace_net), everything
+the thresholded ink map; the network is trained on CPU from the renderer's free labels (src/trace_seg.py), everything
 else is the classical path. bench/digitize.py compares the two (reports/digitize_<date>*.md).
 
 Leads whose panel shows no trace (blank, cut off, unreadable) are NaN with confidence 0 and named in `problems`; no
@@ -35,7 +35,6 @@ value is ever invented. Confidence = the share of the lead's span where a trace 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from pathlib import Path
 
@@ -43,10 +42,10 @@ import cv2
 import numpy as np
 
 from .config import LEADS, find_input, paths, parse_args
-from .page import page_quad, rectify, trace_map
+from .page import deskew, find_page, grid_pitch, trace_map
 from .render import GAINS, LAYOUTS, PAPERS_MM, SPEEDS
-from .roi import downscale
 from .signals import write_wfdb
+from .trace_seg import default_net_path, fit_trace_net, learned_ink
 
 RHYTHM_GUESS = ("II", "V1", "V5")  # rhythm strips under a 3x4 page, top to bottom (names are not read)
 STRIP_GUESS = ("II", "V1")  # leads of 2x1 / 1x1 strip pages
@@ -62,106 +61,6 @@ class Digitised:
     confidence: np.ndarray  # float32 [12] in [0, 1]; 0 for leads not read
     layout: str  # the layout used (render.LAYOUTS names)
     problems: list[str]  # human-readable notes
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Page, tilt, scale
-# ----------------------------------------------------------------------------------------------------------------
-def _grey(img: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-
-
-def find_page(img: np.ndarray, problems: list[str]) -> tuple[np.ndarray, bool]:
-    """(top-down page, whether it is the rectified sheet); the whole image when no trusted quad is found."""
-    quad, why = page_quad(img)
-    if quad is None or why:
-        problems.append(f"page not found ({why or 'no quad'}): used the whole image")
-        return img, False
-    q = np.asarray(quad, np.float64)
-    wpx = (np.linalg.norm(q[1] - q[0]) + np.linalg.norm(q[2] - q[3])) / 2
-    hpx = (np.linalg.norm(q[3] - q[0]) + np.linalg.norm(q[2] - q[1])) / 2
-    ratio = wpx / max(hpx, 1.0)
-    aspects = [w / h for w, h in PAPERS_MM.values()]
-    aspect = min(aspects, key=lambda a: abs(math.log(a / ratio))) if ratio > 1 else ratio
-    w = int(round(wpx))
-    return rectify(img, q, (int(round(w / aspect)), w)), True
-
-
-def _row_sharpness(dark: np.ndarray, angle: float) -> float:
-    h, w = dark.shape
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-    rot = cv2.warpAffine(dark, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    prof = rot[:, w // 8: w - w // 8].mean(1)
-    return float(np.sum(np.diff(prof) ** 2))
-
-
-def deskew(page: np.ndarray, max_deg: float = 5.0) -> tuple[np.ndarray, float]:
-    """Undo a small in-plane rotation: the angle (coarse 0.25 deg, then 0.05 deg steps) at which the row profile of
-    the dark pixels (grid lines, baselines) is sharpest. Returns (page, angle in degrees)."""
-    small, _ = downscale(page, 700)
-    dark = 255 - _grey(small).astype(np.float32)
-    coarse = np.arange(-max_deg, max_deg + 1e-6, 0.25)
-    a0 = coarse[int(np.argmax([_row_sharpness(dark, a) for a in coarse]))]
-    fine = a0 + np.arange(-0.2, 0.2 + 1e-6, 0.05)
-    sharp = [_row_sharpness(dark, a) for a in fine]
-    ang = float(fine[int(np.argmax(sharp))])
-    if abs(ang) < 0.05 or max(sharp) <= 1.01 * _row_sharpness(dark, 0.0):  # level, or nothing to level by
-        return page, 0.0
-    h, w = page.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), ang, 1.0)
-    return cv2.warpAffine(page, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), ang
-
-
-def _explained(p: np.ndarray, pad: int, periods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(power spectrum of the detrended profile zero-padded to `pad` samples, and for each period P the power at all
-    its harmonics m/P below 0.9 Nyquist, each the max within +-1 bin less the spectrum's median, over the spectrum's
-    total): how much of the profile a pattern repeating every P px explains."""
-    p = p - cv2.blur(p.reshape(1, -1).astype(np.float32), (min(len(p) | 1, 61), 1)).ravel().astype(np.float64)
-    spec = np.abs(np.fft.rfft(p * np.hanning(len(p)), pad)) ** 2
-    spec[0] = 0
-    peak = np.maximum.reduce([spec, np.r_[spec[1:], 0], np.r_[0, spec[:-1]]])
-    top = int(0.9 * (len(spec) - 1))
-    floor = float(np.median(peak[1:top]))  # what any set of bins holds by chance: a long period's many harmonics
-    out = np.array([np.sum(peak[np.round(np.arange(pad / per, top, pad / per)).astype(int)] - floor)
-                    for per in periods])
-    return spec, out / (spec.sum() + 1e-12)
-
-
-def grid_pitch(page: np.ndarray, ink: np.ndarray) -> tuple[float | None, float]:
-    """(px per mm, strength) from the printed grid. The grid's pattern repeats every 5 mm (major lines): a period P
-    explains the dark pixels' column and row profiles (the lesser of the two counts: trace rows repeat along y only,
-    beats along x only) as well as any multiple of it, and better than the 1 mm period, which misses the major lines'
-    own part. So P is the shortest period explaining >= 90 % of the best (up to 2.5x the scale the page's width
-    gives), refined to the nearby period whose harmonics gather the most power.
-    Ink (the boolean `ink` mask, widened) is set to the median first. (None, strength) when nothing repeats."""
-    g = 255 - _grey(page).astype(np.float32)
-    g[cv2.dilate(ink.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] = float(np.median(g))
-    h, w = g.shape
-    core = g[int(0.2 * h): int(0.8 * h), int(0.1 * w): int(0.9 * w)]
-    px, py = core.mean(0), core.mean(1)
-    n = max(len(px), len(py))
-    if min(len(px), len(py)) < 40:
-        return None, 0.0
-    pad = 16 * n
-    # 5 mm is at most 16 px (300+ dpi) and 2.5 times what it would be if the page were the image's width (a zoomed
-    # crop of a page), and at least 6 px (30 dpi)
-    longest = min(5 * 16.0, 2.5 * 5 * w / max(PAPERS_MM["a4"][0], PAPERS_MM["letter"][0]))
-    if longest <= 7:
-        return None, 0.0
-    periods = pad / np.arange(max(1, int(pad / longest)), int(pad / 6.0) + 1)[::-1]  # one spectrum bin apart
-    sx, ex = _explained(px, pad, periods)
-    sy, ey = _explained(py, pad, periods)
-    score = np.minimum(ex, ey)
-    strength = float(score.max())
-    if strength < 0.008:
-        return None, strength
-    i = int(np.flatnonzero(score >= 0.9 * strength)[0])
-    # refine: the period (within +-3 %) whose harmonics below 0.9 Nyquist gather the most power of both spectra
-    spec = sx + sy
-    fine = periods[i] * (1 + np.linspace(-0.03, 0.03, 121))
-    top = 0.9 * (len(spec) - 1)
-    power = [np.interp(np.arange(pad / f, top, pad / f), np.arange(len(spec)), spec).sum() for f in fine]
-    return float(fine[int(np.argmax(power))]) / 5.0, strength  # the 1 mm period in px
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -608,101 +507,6 @@ def digitize_image(img: np.ndarray, layout: str = "auto", fs: float = 100.0, sec
     if missing:
         problems.append(f"no trace read for {', '.join(missing)}: left NaN")
     return Digitised(signal, float(fs), conf, used, problems)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The learned path: a small trace-segmentation network, trained on CPU from the renderer's free labels
-# ----------------------------------------------------------------------------------------------------------------
-def default_net_path() -> Path:
-    return paths().outputs / "digitize" / "trace_net.pt"
-
-
-def _trace_net(channels: int):
-    """Fully convolutional: the page's RGB and its classical ink map in, a trace logit per pixel out. Dilated 3x3
-    convolutions see ~1 mm around a pixel at 200 dpi with a few thousand weights."""
-    import torch.nn as nn
-    layers, c_in = [], 4
-    for d in (1, 2, 4, 8, 1):
-        layers += [nn.Conv2d(c_in, channels, 3, padding=d, dilation=d), nn.ReLU(inplace=True)]
-        c_in = channels
-    return nn.Sequential(*layers, nn.Conv2d(channels, 1, 1))
-
-
-def _net_input(page: np.ndarray):
-    import torch
-    ink = 255 - trace_map(page, column_q=25.0)
-    x = np.concatenate([page, ink[..., None]], axis=2).astype(np.float32) / 255.0
-    return torch.from_numpy(x.transpose(2, 0, 1).copy())
-
-
-def fit_trace_net(out, pages: int = 24, steps: int = 400, patch: int = 96, channels: int = 16, seed: int = 0,
-                  batch: int = 12) -> Path:
-    """Train the trace network on pages the kit draws (synthetic signals; 100 dpi scans and photos in turn), the
-    target being the traces rasterised from the renderer's metadata (pixels.masks_from_meta). Saves
-    {state, channels, ...} to `out` (outputs/, never committed); the predictor is rebuilt from what the checkpoint
-    says. Minutes on a CPU."""
-    import torch
-    from . import compose, synth
-    from .pixels import masks_from_meta
-    from .utils import torch_save
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    xs, ys = [], []
-    for i in range(pages):  # 100 dpi scans and photos in turn (adding 200 dpi scans made the network worse)
-        sig, smeta = synth.synthesize(synth.record_rng(seed + 1000, i))
-        style = ("scan", "photo")[i % 2]
-        img, meta = compose.make_image(sig, smeta["fs"], np.random.default_rng([seed, 7, i]), style,
-                                       (850, 1100) if style == "scan" else (1088, 1920))
-        xs.append(_net_input(img))
-        ys.append(torch.from_numpy(masks_from_meta(meta, "trace") > 0).float()[None])
-    net = _trace_net(channels)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(4.0))
-    from tqdm import tqdm
-    for _ in tqdm(range(steps), desc="fit trace net", dynamic_ncols=True):
-        xb, yb = [], []
-        for _ in range(batch):
-            k = int(rng.integers(pages))
-            _, h, w = xs[k].shape
-            on = torch.nonzero(ys[k][0])
-            if len(on) and rng.random() < 0.7:  # mostly around a trace: most of a page is blank paper
-                cy, cx = on[int(rng.integers(len(on)))].tolist()
-                y0, x0 = int(np.clip(cy - patch // 2, 0, h - patch)), int(np.clip(cx - patch // 2, 0, w - patch))
-            else:
-                y0, x0 = int(rng.integers(h - patch + 1)), int(rng.integers(w - patch + 1))
-            xb.append(xs[k][:, y0:y0 + patch, x0:x0 + patch])
-            yb.append(ys[k][:, y0:y0 + patch, x0:x0 + patch])
-        loss = loss_fn(net(torch.stack(xb)), torch.stack(yb))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    out = Path(out)
-    torch_save({"state": net.state_dict(), "channels": channels, "pages": pages, "steps": steps, "patch": patch,
-                "seed": seed, "final_loss": float(loss.detach())}, out)
-    return out
-
-
-@functools.lru_cache(maxsize=2)
-def load_trace_net(path: str):
-    """The trace network a checkpoint describes (eval mode); FileNotFoundError naming the fix when there is none."""
-    import torch
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: no trace network; train one with `python -m src.digitize --fit` "
-                                f"(a few minutes on a CPU) or use --method=classical")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    net = _trace_net(int(ckpt["channels"]))
-    net.load_state_dict(ckpt["state"])
-    return net.eval()
-
-
-def learned_ink(page: np.ndarray, net_path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(trace probability x 255 float32, boolean trace mask) of a top-down page from the trace network."""
-    import torch
-    with torch.inference_mode():
-        prob = torch.sigmoid(load_trace_net(net_path)(_net_input(page)[None]))[0, 0].numpy()
-    return (255 * prob).astype(np.float32), prob > 0.5
 
 
 # ----------------------------------------------------------------------------------------------------------------

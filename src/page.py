@@ -6,16 +6,21 @@
   rectify(img, quad, size)  the quad warped to a top-down page of size (H, W)
   trace_map(page)           the ink alone, black on white: paper colour, grid, shadows and lighting taken out
   order_corners, corner_distance   quads as TL, TR, BR, BL, and how far two quads are apart
+  find_page(img, problems)  the flattened sheet at the nearest paper's aspect, or the whole image (said in problems)
+  deskew(page)              a small residual rotation found from the sharpest row profile, undone
+  grid_pitch(page, ink)     px per mm from the printed grid's 5 mm period (src.digitize reads the page with these)
 
 Arrays in, arrays out: the settings, the fallback to the grid crop and the cache live in src.preprocess.
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import cv2
 import numpy as np
 
+from .render import PAPERS_MM
 from .roi import downscale, paper_mask
 
 MIN_EDGE_SUPPORT = 8.0  # grey levels per px that every side of a sheet's outline must show (see refine_quad);
@@ -407,3 +412,103 @@ def trace_map(img: np.ndarray, column_q: float = 50.0) -> np.ndarray:
     ink -= rows  # leaves it at each beat (a median would take it)
     ink -= np.percentile(ink, column_q, axis=0, keepdims=True)
     return (255 - 255 * np.clip(ink, 0, 1) + 0.5).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The top-down page, its tilt and the grid's scale (the digitiser reads the page from these)
+# ----------------------------------------------------------------------------------------------------------------
+def _grey(img: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+
+
+def find_page(img: np.ndarray, problems: list[str]) -> tuple[np.ndarray, bool]:
+    """(top-down page, whether it is the rectified sheet); the whole image when no trusted quad is found."""
+    quad, why = page_quad(img)
+    if quad is None or why:
+        problems.append(f"page not found ({why or 'no quad'}): used the whole image")
+        return img, False
+    q = np.asarray(quad, np.float64)
+    wpx = (np.linalg.norm(q[1] - q[0]) + np.linalg.norm(q[2] - q[3])) / 2
+    hpx = (np.linalg.norm(q[3] - q[0]) + np.linalg.norm(q[2] - q[1])) / 2
+    ratio = wpx / max(hpx, 1.0)
+    aspects = [w / h for w, h in PAPERS_MM.values()]
+    aspect = min(aspects, key=lambda a: abs(math.log(a / ratio))) if ratio > 1 else ratio
+    w = int(round(wpx))
+    return rectify(img, q, (int(round(w / aspect)), w)), True
+
+
+def _row_sharpness(dark: np.ndarray, angle: float) -> float:
+    h, w = dark.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    rot = cv2.warpAffine(dark, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    prof = rot[:, w // 8: w - w // 8].mean(1)
+    return float(np.sum(np.diff(prof) ** 2))
+
+
+def deskew(page: np.ndarray, max_deg: float = 5.0) -> tuple[np.ndarray, float]:
+    """Undo a small in-plane rotation: the angle (coarse 0.25 deg, then 0.05 deg steps) at which the row profile of
+    the dark pixels (grid lines, baselines) is sharpest. Returns (page, angle in degrees)."""
+    small, _ = downscale(page, 700)
+    dark = 255 - _grey(small).astype(np.float32)
+    coarse = np.arange(-max_deg, max_deg + 1e-6, 0.25)
+    a0 = coarse[int(np.argmax([_row_sharpness(dark, a) for a in coarse]))]
+    fine = a0 + np.arange(-0.2, 0.2 + 1e-6, 0.05)
+    sharp = [_row_sharpness(dark, a) for a in fine]
+    ang = float(fine[int(np.argmax(sharp))])
+    if abs(ang) < 0.05 or max(sharp) <= 1.01 * _row_sharpness(dark, 0.0):  # level, or nothing to level by
+        return page, 0.0
+    h, w = page.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), ang, 1.0)
+    return cv2.warpAffine(page, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), ang
+
+
+def _explained(p: np.ndarray, pad: int, periods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(power spectrum of the detrended profile zero-padded to `pad` samples, and for each period P the power at all
+    its harmonics m/P below 0.9 Nyquist, each the max within +-1 bin less the spectrum's median, over the spectrum's
+    total): how much of the profile a pattern repeating every P px explains."""
+    p = p - cv2.blur(p.reshape(1, -1).astype(np.float32), (min(len(p) | 1, 61), 1)).ravel().astype(np.float64)
+    spec = np.abs(np.fft.rfft(p * np.hanning(len(p)), pad)) ** 2
+    spec[0] = 0
+    peak = np.maximum.reduce([spec, np.r_[spec[1:], 0], np.r_[0, spec[:-1]]])
+    top = int(0.9 * (len(spec) - 1))
+    floor = float(np.median(peak[1:top]))  # what any set of bins holds by chance: a long period's many harmonics
+    out = np.array([np.sum(peak[np.round(np.arange(pad / per, top, pad / per)).astype(int)] - floor)
+                    for per in periods])
+    return spec, out / (spec.sum() + 1e-12)
+
+
+def grid_pitch(page: np.ndarray, ink: np.ndarray) -> tuple[float | None, float]:
+    """(px per mm, strength) from the printed grid. The grid's pattern repeats every 5 mm (major lines): a period P
+    explains the dark pixels' column and row profiles (the lesser of the two counts: trace rows repeat along y only,
+    beats along x only) as well as any multiple of it, and better than the 1 mm period, which misses the major lines'
+    own part. So P is the shortest period explaining >= 90 % of the best (up to 2.5x the scale the page's width
+    gives), refined to the nearby period whose harmonics gather the most power.
+    Ink (the boolean `ink` mask, widened) is set to the median first. (None, strength) when nothing repeats."""
+    g = 255 - _grey(page).astype(np.float32)
+    g[cv2.dilate(ink.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0] = float(np.median(g))
+    h, w = g.shape
+    core = g[int(0.2 * h): int(0.8 * h), int(0.1 * w): int(0.9 * w)]
+    px, py = core.mean(0), core.mean(1)
+    n = max(len(px), len(py))
+    if min(len(px), len(py)) < 40:
+        return None, 0.0
+    pad = 16 * n
+    # 5 mm is at most 16 px (300+ dpi) and 2.5 times what it would be if the page were the image's width (a zoomed
+    # crop of a page), and at least 6 px (30 dpi)
+    longest = min(5 * 16.0, 2.5 * 5 * w / max(PAPERS_MM["a4"][0], PAPERS_MM["letter"][0]))
+    if longest <= 7:
+        return None, 0.0
+    periods = pad / np.arange(max(1, int(pad / longest)), int(pad / 6.0) + 1)[::-1]  # one spectrum bin apart
+    sx, ex = _explained(px, pad, periods)
+    sy, ey = _explained(py, pad, periods)
+    score = np.minimum(ex, ey)
+    strength = float(score.max())
+    if strength < 0.008:
+        return None, strength
+    i = int(np.flatnonzero(score >= 0.9 * strength)[0])
+    # refine: the period (within +-3 %) whose harmonics below 0.9 Nyquist gather the most power of both spectra
+    spec = sx + sy
+    fine = periods[i] * (1 + np.linspace(-0.03, 0.03, 121))
+    top = 0.9 * (len(spec) - 1)
+    power = [np.interp(np.arange(pad / f, top, pad / f), np.arange(len(spec)), spec).sum() for f in fine]
+    return float(fine[int(np.argmax(power))]) / 5.0, strength  # the 1 mm period in px
