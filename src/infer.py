@@ -367,9 +367,10 @@ def load_folds(ckpts: dict[str, dict[int, Path]], pcfg, labels: list[str] | None
         if fold.route == "image" and fold.size and fold.size != tuple(pcfg.size):
             raise SystemExit(f"{fold.path} was trained on {list(fold.size)} images but preprocess.yaml gives "
                              f"{list(pcfg.size)}; the run folder mixes caches")
-        if fold.route != RunFolder.of_checkpoint(fold.path).route:
-            raise SystemExit(f"{fold.path} is a {fold.route} model in a {RunFolder.of_checkpoint(fold.path).route} "
-                             f"run folder; retrain it or move it to a run of its route")
+        run_route = RunFolder.of_checkpoint(fold.path).route
+        if fold.route != run_route:
+            raise SystemExit(f"{fold.path} is a {fold.route} model in a {run_route} run folder; retrain it or move it "
+                             f"to a run of its route")
     return folds
 
 
